@@ -1,0 +1,143 @@
+"""Write the synthetic world to disk in the shared layout (``data.schema``), atomically.
+
+Notebook: 00_setup_and_data.
+
+Scenes are generated in parallel worker processes into a temporary folder next to the target;
+only when every scene and the manifest are written is the folder renamed into place. An
+interrupted run leaves nothing behind that could be mistaken for a finished world, and the
+files are identical whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import soundfile as sf
+from PIL import Image
+from tqdm.auto import tqdm
+
+from dsol_lite import __version__
+from dsol_lite.data.schema import (CLIP_FILE, MANIFEST_FILE, NOISE_LABEL, ClipAnnotation, ClipEntry,
+                                   DatasetManifest, FrameAnnotation, ObjectAnnotation, SourceAnnotation,
+                                   clip_to_json, read_manifest, write_json)
+from dsol_lite.errors import ConfigError
+from dsol_lite.synth.classes import CLASS_NAMES
+from dsol_lite.synth.config import KINDS, SPLITS, WorldConfig
+from dsol_lite.synth.scenes import Scene, make_scene
+
+FRAME_FILE, MASK_FILE, AUDIO_FILE = "frame_000.jpg", "mask_000.png", "audio.wav"
+
+
+def clip_id(kind: str, split: str, index: int) -> str:
+    return f"{kind}-{split}-{index:05d}"
+
+
+def scene_annotation(cfg: WorldConfig, scene: Scene, split: str, index: int) -> ClipAnnotation:
+    """The schema annotation of a generated scene (the frame sits in the middle of the audio)."""
+    names = CLASS_NAMES
+    objects = tuple(ObjectAnnotation(names[o.class_id], tuple(int(v) for v in o.box), o.sounding, o.mask_value)
+                    for o in scene.objects)
+    frame = FrameAnnotation(FRAME_FILE, cfg.clip_seconds / 2, cfg.image_size, cfg.image_size, MASK_FILE, objects)
+    sources = tuple(SourceAnnotation(NOISE_LABEL if s.class_id is None else names[s.class_id], s.on_screen)
+                    for s in scene.sources)
+    return ClipAnnotation(clip_id(scene.plan.kind, split, index), scene.plan.kind, split, AUDIO_FILE,
+                          cfg.sample_rate, len(scene.mixture), (frame,), sources,
+                          {"noise_snr_db": scene.plan.noise_snr_db, "generator": "dsol_lite.synth"})
+
+
+def write_scene(cfg: WorldConfig, root: Path, kind: str, split: str, index: int) -> ClipEntry:
+    scene = make_scene(cfg, kind, split, index)
+    ann = scene_annotation(cfg, scene, split, index)
+    folder = root / "clips" / ann.clip_id
+    folder.mkdir(parents=True)
+    Image.fromarray(scene.image).save(folder / FRAME_FILE, quality=cfg.jpeg_quality)
+    Image.fromarray(scene.labels).save(folder / MASK_FILE, optimize=False)
+    sf.write(folder / AUDIO_FILE, scene.mixture, cfg.sample_rate, subtype="PCM_16")
+    write_json(folder / CLIP_FILE, clip_to_json(ann))
+    return ClipEntry(ann.clip_id, kind, split)
+
+
+def _write_chunk(cfg_dict: dict, root: str, jobs: list[tuple[str, str, int]]) -> list[tuple[str, str, str]]:
+    cfg = WorldConfig.from_dict(cfg_dict)
+    entries = [write_scene(cfg, Path(root), *job) for job in jobs]
+    return [(e.clip_id, e.kind, e.split) for e in entries]
+
+
+def world_jobs(cfg: WorldConfig) -> list[tuple[str, str, int]]:
+    return [(kind, split, i) for kind in KINDS for s, split in enumerate(SPLITS)
+            for i in range(cfg.counts.get(kind, (0, 0, 0))[s])]
+
+
+def is_complete(out: Path, cfg: WorldConfig) -> bool:
+    """True when ``out`` holds a finished world made from exactly this configuration."""
+    try:
+        manifest = read_manifest(out)
+    except (OSError, ValueError):
+        return False
+    return manifest.source.get("fingerprint") == cfg.fingerprint()
+
+
+def generate_world(cfg: WorldConfig, out: str | Path, workers: int | None = None, progress: bool = True,
+                   overwrite: bool = False, chunk: int = 32) -> Path:
+    """Generate the world described by ``cfg`` into ``out``; returns ``out``.
+
+    Skips the work when ``out`` already holds this exact world. Refuses to replace a different
+    folder unless ``overwrite``.
+    """
+    cfg.validate()
+    out = Path(out)
+    if out.exists():
+        if is_complete(out, cfg) and not overwrite:
+            return out
+        if not overwrite:
+            raise ConfigError(f"out={out}: exists and is not the world this configuration makes; "
+                              f"choose another folder or pass overwrite=True (--overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    jobs = world_jobs(cfg)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) // chunk + 1))
+    try:
+        (tmp / "clips").mkdir(parents=True)
+        chunks = [jobs[i:i + chunk] for i in range(0, len(jobs), chunk)]
+        bar = tqdm(total=len(jobs), desc=f"world {cfg.name}", unit="scene", disable=not progress)
+        entries = []
+        if workers == 1:
+            for c in chunks:
+                entries += _write_chunk(cfg.to_dict(), str(tmp), c)
+                bar.update(len(c))
+        else:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                for done in pool.map(_write_chunk, [cfg.to_dict()] * len(chunks), [str(tmp)] * len(chunks), chunks):
+                    entries += done
+                    bar.update(len(done))
+        bar.close()
+        manifest = DatasetManifest(tmp, f"synthetic-{cfg.name}", CLASS_NAMES[: cfg.num_classes], cfg.sample_rate,
+                                   tuple(ClipEntry(*e) for e in entries),
+                                   {"type": "synthetic", "generator": f"dsol_lite {__version__}",
+                                    "config": cfg.to_dict(), "fingerprint": cfg.fingerprint()})
+        write_json(tmp / MANIFEST_FILE, manifest.to_json())
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def manifest_summary(root: str | Path) -> dict[str, dict[str, int]]:
+    """Scene counts per kind and split, e.g. for ``dsol-lite info``."""
+    manifest = read_manifest(root)
+    table: dict[str, dict[str, int]] = {}
+    for c in manifest.clips:
+        table.setdefault(c.kind, {s: 0 for s in SPLITS})[c.split] += 1
+    return table
+
+
+__all__ = ["generate_world", "write_scene", "scene_annotation", "is_complete", "clip_id", "manifest_summary"]
