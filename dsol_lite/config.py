@@ -63,12 +63,29 @@ def environment_report() -> dict[str, str]:
     return report
 
 
+def _compact_figures() -> None:
+    """Inline figures as JPEG at 80 dpi: stored notebooks stay small (nbval does not compare images)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    import matplotlib.pyplot as plt
+
+    shell.run_line_magic("matplotlib", "inline")
+    shell.run_line_magic("config", "InlineBackend.figure_formats = ['jpeg']")
+    plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80})
+
+
 def setup_notebook(seed: int = 0) -> tuple[torch.device, bool]:
     """Seed everything and print the device and mode (stable text, so nbval can compare it)."""
     import random
 
     import numpy as np
 
+    _compact_figures()
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
