@@ -19,7 +19,7 @@ from dsol_lite.errors import ConfigError
 from dsol_lite.synth.classes import CLASSES
 from dsol_lite.synth.config import KINDS, SPLITS, WorldConfig
 from dsol_lite.synth.sounds import background_noise, synth_melody
-from dsol_lite.synth.visuals import mark_occupied, place, render_background, sample_instance, _paste
+from dsol_lite.synth.visuals import mark_occupied, place, render_background, sample_instance, paste
 
 CROWD_BUDGET = 0.4  # most of the image all objects of a scene may cover together
 _STREAM_PLAN, _STREAM_PICTURE, _STREAM_SOUND, _STREAM_NOISE, _STREAM_GAIN, _STREAM_DISTRACT = range(6)
@@ -132,7 +132,7 @@ def _place_objects(background: np.ndarray, plan: ScenePlan, coverage: tuple[floa
         if spot is None:
             return None
         x, y = spot
-        _paste(image, mask, rgb, x, y, labels, k)
+        paste(image, mask, rgb, x, y, labels, k)
         mark_occupied(occupied, mask, x, y)
         h, w = mask.shape
         objects.append(SceneObject(class_id, (x, y, x + w, y + h), sounding, k))

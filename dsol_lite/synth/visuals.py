@@ -70,11 +70,11 @@ def render_background(size: int, clutter: int, rng: np.random.Generator) -> np.n
         u, v = _canvas_coords(side, rng.uniform(0, 180), False)
         mask = clutter_shape(u, v, int(rng.integers(4)))
         y0, x0 = rng.integers(-side // 2, size - side // 2, 2)
-        _paste(img, mask, np.broadcast_to(_muted_colour(rng), (side, side, 3)), int(x0), int(y0))
+        paste(img, mask, np.broadcast_to(_muted_colour(rng), (side, side, 3)), int(x0), int(y0))
     return img
 
 
-def _paste(img: np.ndarray, mask: np.ndarray, rgb: np.ndarray, x0: int, y0: int,
+def paste(img: np.ndarray, mask: np.ndarray, rgb: np.ndarray, x0: int, y0: int,
            labels: np.ndarray | None = None, value: int = 0) -> None:
     """Draw ``rgb`` where ``mask`` is set, with the canvas's top-left at (x0, y0); clips at borders."""
     h, w = mask.shape
