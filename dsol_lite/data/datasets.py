@@ -42,7 +42,6 @@ class ClipDataset(Dataset):
         self.split, self.train, self.image_size, self.audio_cfg = split, train, image_size, audio
         self.max_shift = max_shift if train else 0.0
         self.transform = image_transform(image_size, train)
-        self._audio_cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.clips)
