@@ -5,6 +5,11 @@ Notebook: 00_setup_and_data.
 Items are dicts of fixed-shape tensors, so the default collate function batches them. Audio
 comes back as a 1-s waveform window around the frame; turn batches of waveforms into log-mel
 images on the training device with ``data.audio.LogMel`` (it runs batched on any device).
+
+Training items are random (frame choice, audio shift, crop, flip, colour) but reproducible:
+item ``i`` in epoch ``e`` draws from a generator seeded by ``(seed, e, i)``, whatever the
+number of loader workers and after a resume. ``cache=True`` keeps decoded frames and audio in
+memory (quick-mode worlds fit in a few hundred MB).
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ class ClipDataset(Dataset):
     """Clips of some kinds from one split; annotations are read and checked up front."""
 
     def __init__(self, root: str | Path, split: str, kinds: tuple[str, ...], image_size: int = 128,
-                 train: bool = False, audio: AudioConfig = AudioConfig(), max_shift: float = 0.25) -> None:
+                 train: bool = False, audio: AudioConfig = AudioConfig(), max_shift: float = 0.25,
+                 seed: int = 0, cache: bool = False) -> None:
         self.manifest = read_manifest(root)
         self.entries = self.manifest.select(split, kinds)
         if not self.entries:
@@ -42,6 +48,30 @@ class ClipDataset(Dataset):
         self.split, self.train, self.image_size, self.audio_cfg = split, train, image_size, audio
         self.max_shift = max_shift if train else 0.0
         self.transform = image_transform(image_size, train)
+        self.seed, self.epoch = seed, 0
+        self._cache: dict[tuple[int, str], np.ndarray] | None = {} if cache else None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose random draws training items use (call before iterating)."""
+        self.epoch = epoch
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not self.train:
+            return self.item(i)
+        with torch.random.fork_rng(devices=[]):  # leaves the caller's random state untouched
+            torch.default_generator.manual_seed(int(np.random.SeedSequence((self.seed, self.epoch, i)).generate_state(1)[0]))
+            return self.item(i)
+
+    def item(self, i: int) -> dict[str, torch.Tensor]:
+        """Item ``i`` (drawing from the global torch RNG); each dataset kind defines it."""
+        raise NotImplementedError(f"{type(self).__name__} does not define item()")
+
+    def _cached(self, key: tuple[int, str], load) -> np.ndarray:
+        if self._cache is None:
+            return load()
+        if key not in self._cache:
+            self._cache[key] = load()
+        return self._cache[key]
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -53,9 +83,13 @@ class ClipDataset(Dataset):
         return frames[k]
 
     def load_frame(self, i: int, frame: FrameAnnotation) -> np.ndarray:
-        return load_image(self.manifest.clip_dir(self.clips[i].clip_id) / frame.file, (frame.width, frame.height))
+        path = self.manifest.clip_dir(self.clips[i].clip_id) / frame.file
+        return self._cached((i, frame.file), lambda: load_image(path, (frame.width, frame.height)))
 
     def load_waveform(self, i: int) -> np.ndarray:
+        return self._cached((i, "audio"), lambda: self._read_waveform(i))
+
+    def _read_waveform(self, i: int) -> np.ndarray:
         clip = self.clips[i]
         path = self.manifest.clip_dir(clip.clip_id) / clip.audio
         wave = load_audio(path, self.audio_cfg.sample_rate)
@@ -96,7 +130,7 @@ class SoloPairs(ClipDataset):
                                 f"a single-source clip needs exactly one on-screen source, has "
                                 f"{[s.label for s in clip.sources if s.on_screen]}")
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def item(self, i: int) -> dict[str, torch.Tensor]:
         clip, frame = self.clips[i], self.frame_of(i)
         label = next(s.label for s in clip.sources if s.on_screen)
         gt = box_mask([o.box for o in frame.sounding_objects()], frame.height, frame.width)
@@ -119,7 +153,7 @@ class MultiSourceScenes(ClipDataset):
                  **kwargs) -> None:
         super().__init__(root, split, kinds, **kwargs)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def item(self, i: int) -> dict[str, torch.Tensor]:
         clip, frame = self.clips[i], self.frame_of(i)
         K = len(self.classes)
         sounding, present = torch.zeros(K), torch.zeros(K)

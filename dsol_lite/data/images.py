@@ -50,14 +50,15 @@ def box_mask(boxes: list[tuple[int, int, int, int]] | tuple, height: int, width:
 def image_transform(size: int, train: bool) -> v2.Compose:
     """Joint transform for an (image, mask) pair -> normalised float image and resized mask.
 
-    Training: random resized crop (scale 0.6-1), horizontal flip, colour jitter. Evaluation:
+    Training: random resized crop (scale 0.6-1), horizontal flip, brightness/contrast/saturation
+    jitter (no hue: in the synthetic world colour is part of what a class looks like). Evaluation:
     a plain resize to ``size`` x ``size``, so ground-truth boxes scale exactly.
     Masks (``tv_tensors.Mask``) follow every geometric step and skip the photometric ones.
     """
     steps: list = [v2.ToImage()]
     if train:
         steps += [v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True),
-                  v2.RandomHorizontalFlip(), v2.ColorJitter(0.3, 0.3, 0.3, 0.02)]
+                  v2.RandomHorizontalFlip(), v2.ColorJitter(0.3, 0.3, 0.3)]
     else:
         steps += [v2.Resize((size, size), antialias=True)]
     steps += [v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.float32, "others": None},

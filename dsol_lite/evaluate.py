@@ -1,0 +1,78 @@
+"""Running a trained model over a test set and scoring it with the named protocols.
+
+Notebook: 02_stage_one, 05_evaluation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dsol_lite.data.audio import LogMel
+from dsol_lite.data.datasets import ClipDataset
+from dsol_lite.metrics import centre_prior, dsol_single_source, ezvsl, random_maps, summarize, upsample
+from dsol_lite.training import iterate, sequential_batches, to_device
+
+
+@torch.no_grad()
+def localization_maps(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
+                      batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maps ``(N, h, w)`` of every clip with its own audio, and the GT masks ``(N, S, S)``."""
+    model.eval()
+    maps, gts = [], []
+    for batch in iterate(dataset, sequential_batches(len(dataset), batch_size)):
+        batch = to_device(batch, device)
+        maps.append(model(batch["image"], log_mel(batch["audio"])).float().cpu())
+        gts.append(batch["gt_mask"].cpu() > 0.5)
+    return torch.cat(maps), torch.cat(gts)
+
+
+def mean_box_area(dataset: ClipDataset) -> float:
+    """Mean area (pixels at the dataset's image size) of the union of sounding boxes."""
+    areas = []
+    for clip in dataset.clips:
+        frame = clip.frames[len(clip.frames) // 2]
+        sx, sy = dataset.image_size / frame.width, dataset.image_size / frame.height
+        areas += [sum((x2 - x1) * (y2 - y1) * sx * sy for x1, y1, x2, y2 in (o.box for o in frame.sounding_objects()))]
+    return float(sum(areas) / max(len(areas), 1))
+
+
+def evaluate_single_source(maps: torch.Tensor, gt: torch.Tensor, prior_area: float, seed: int = 0) -> dict:
+    """Both single-source protocols for a model and for the centre-prior and random baselines."""
+    n, size = gt.shape[0], gt.shape[-1]
+    candidates = {"model": upsample(maps, size), "centre prior": centre_prior(n, size, prior_area),
+                  "random": random_maps(n, maps.shape[-1], size, seed)}
+    table = {}
+    for name, m in candidates.items():
+        dsol, ez = dsol_single_source(m, gt), ezvsl(m, gt)
+        table[name] = {"dsol_iou@0.5": dsol["iou@0.5"], "dsol_auc": dsol["auc"],
+                       "ezvsl_ciou@0.5": ez["ciou@0.5"], "ezvsl_auc": ez["auc"],
+                       "_dsol": dsol, "_ezvsl": ez}
+    return table
+
+
+def scalar_table(table: dict) -> dict[str, dict[str, float]]:
+    """Drop the per-item arrays, keep the numbers."""
+    return {name: {k: v for k, v in row.items() if not k.startswith("_")} for name, row in table.items()}
+
+
+__all__ = ["localization_maps", "mean_box_area", "evaluate_single_source", "scalar_table", "summarize",
+           "matching_accuracy"]
+
+
+@torch.no_grad()
+def matching_accuracy(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
+                      batch_size: int = 64) -> float:
+    """How often the model tells a clip's own frame (max map > 0.5) from the next clip's frame."""
+    from dsol_lite.objectives import stage_one_loss
+
+    model.eval()
+    correct, total = 0.0, 0
+    for batch in iterate(dataset, sequential_batches(len(dataset), batch_size)):
+        if len(batch["index"]) < 2:
+            continue
+        batch = to_device(batch, device)
+        _, stats = stage_one_loss(model, model.encode(batch["image"], log_mel(batch["audio"])))
+        correct += stats["match_acc"] * len(batch["index"])
+        total += len(batch["index"])
+    return correct / max(total, 1)

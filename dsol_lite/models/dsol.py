@@ -1,0 +1,78 @@
+"""DSOL's stage-one network: where in the frame does this sound come from?
+
+Notebook: 01_correspondence, 02_stage_one.
+
+Visual map ``v(x)`` and audio vector ``a`` are projected to 128-d and L2-normalised; their
+cosine at every location, times one learnable scale (no bias, initialised to 5), through a
+sigmoid, is the localization map. Its global max says whether the sound belongs to the frame.
+Two K-way classifiers (on the average-pooled visual feature and on the audio vector) are
+trained on k-means pseudo-labels between localization epochs (see ``dictionary``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dsol_lite.models.backbones import BackbonePair
+
+
+@dataclass
+class StageOneOutput:
+    v_fea: torch.Tensor  # (B, C, h, w) backbone feature map
+    v_emb: torch.Tensor  # (B, D, h, w) projected, unit length at every location
+    a_fea: torch.Tensor  # (B, C) max-pooled audio feature
+    a_emb: torch.Tensor  # (B, D) projected, unit length
+
+
+class DSOLStageOne(nn.Module):
+    def __init__(self, backbones: BackbonePair, num_clusters: int, embed_dim: int = 128,
+                 init_scale: float = 5.0) -> None:
+        super().__init__()
+        c = backbones.channels
+        self.backbones = backbones
+        self.v_proj = nn.Sequential(nn.Conv2d(c, embed_dim, 1), nn.ReLU(inplace=True), nn.Conv2d(embed_dim, embed_dim, 1))
+        self.a_proj = nn.Sequential(nn.Linear(c, embed_dim), nn.ReLU(inplace=True), nn.Linear(embed_dim, embed_dim))
+        self.scale = nn.Parameter(torch.tensor(float(init_scale)))  # the 1x1 conv without bias of DSOL
+        self.v_classifier = nn.Linear(c, num_clusters)
+        self.a_classifier = nn.Linear(c, num_clusters)
+
+    def encode(self, images: torch.Tensor, log_mel: torch.Tensor) -> StageOneOutput:
+        v_fea = self.backbones.visual(images)
+        a_fea = self.backbones.audio(log_mel)
+        v_emb = F.normalize(self.v_proj(v_fea), dim=1)
+        a_emb = F.normalize(self.a_proj(a_fea), dim=1)
+        return StageOneOutput(v_fea, v_emb, a_fea, a_emb)
+
+    def logit_maps(self, v_emb: torch.Tensor, a_emb: torch.Tensor) -> torch.Tensor:
+        """scale * cosine between frame i's locations and audio i: (B, D, h, w), (B, D) -> (B, h, w)."""
+        return self.scale * torch.einsum("bdhw,bd->bhw", v_emb, a_emb)
+
+    def localization_map(self, out: StageOneOutput) -> torch.Tensor:
+        """The sigmoid localization map of each frame with its own audio, (B, h, w) in [0, 1]."""
+        return torch.sigmoid(self.logit_maps(out.v_emb, out.a_emb))
+
+    def class_logits(self, out: StageOneOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pseudo-label logits: visual (on the average-pooled map) and audio."""
+        return self.v_classifier(out.v_fea.mean(dim=(2, 3))), self.a_classifier(out.a_fea)
+
+    def reset_classifiers(self, num_clusters: int, seed: int) -> None:
+        """Fresh K-way heads for a new clustering round (DSOL: N(0, 0.01) weights, zero bias).
+
+        Seeded explicitly, so the heads do not depend on how much of the global RNG was used.
+        """
+        device = self.scale.device
+        generator = torch.Generator().manual_seed(seed)
+        for name in ("v_classifier", "a_classifier"):
+            weight = torch.randn(num_clusters, self.backbones.channels, generator=generator) * 0.01
+            head = nn.Linear(self.backbones.channels, num_clusters, device="meta").to_empty(device=device)
+            with torch.no_grad():
+                head.weight.copy_(weight)
+                head.bias.zero_()
+            setattr(self, name, head)
+
+    def forward(self, images: torch.Tensor, log_mel: torch.Tensor) -> torch.Tensor:
+        return self.localization_map(self.encode(images, log_mel))

@@ -1,0 +1,82 @@
+"""DSOL's stage-one objective: does this sound belong to this frame?
+
+Notebook: 01_correspondence.
+
+For audio ``i`` the positive is its own frame and the negative is the frame of another clip
+in the batch. Every frame's visual map is computed once; negatives come from re-pairing the
+batch (the original code loads a second frame per clip and runs both streams on a doubled
+batch). The score of a pair is the global max of its localization map, trained with binary
+cross-entropy: own frame -> 1, other frame -> 0.
+
+Since ``max_x sigmoid(s(x)) = sigmoid(max_x s(x))``, the loss is computed on the max *logit*
+with ``binary_cross_entropy_with_logits``: the same value, without overflow.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dsol_lite.models.dsol import DSOLStageOne, StageOneOutput
+
+
+def negative_partners(batch_size: int, labels: torch.Tensor | None = None,
+                      avoid_same_class: bool = False) -> torch.Tensor:
+    """For every audio ``i``, the frame ``j != i`` it is paired with as a negative.
+
+    By default the next clip in the batch (``j = i + 1`` cyclically), so each audio is used
+    twice. With ``avoid_same_class`` (needs ``labels``), the next clip of a *different* class;
+    ``-1`` where the batch has none.
+    """
+    if batch_size < 2:
+        raise ValueError("stage-one training needs at least 2 clips per batch to form negatives")
+    idx = torch.arange(batch_size)
+    if not avoid_same_class:
+        return (idx + 1) % batch_size
+    if labels is None:
+        raise ValueError("avoid_same_class needs the class labels of the batch")
+    labels = labels.cpu()
+    partners = torch.full((batch_size,), -1, dtype=torch.long)
+    for i in range(batch_size):
+        for step in range(1, batch_size):
+            j = (i + step) % batch_size
+            if labels[j] != labels[i]:
+                partners[i] = j
+                break
+    return partners
+
+
+def stage_one_loss(model: DSOLStageOne, out: StageOneOutput, labels: torch.Tensor | None = None,
+                   avoid_same_class: bool = False, negatives: str = "one") -> tuple[torch.Tensor, dict[str, float]]:
+    """BCE of max-pooled maps: positives (i, i) -> 1, negatives (frame j, audio i), j != i -> 0.
+
+    ``negatives="one"`` is DSOL: one partner frame per audio (``negative_partners``).
+    ``negatives="all"`` pairs every audio with every other frame of the batch: still one visual
+    forward, B - 1 negatives per audio, so many more locations get a gradient per step. The
+    loss is the mean over positives plus the mean over negatives, halved (with one negative
+    per audio this is the plain mean of DSOL's doubled batch).
+    """
+    batch = out.a_emb.shape[0]
+    pos = model.logit_maps(out.v_emb, out.a_emb).amax(dim=(1, 2))
+    if negatives == "one":
+        partners = negative_partners(batch, labels, avoid_same_class).to(out.a_emb.device)
+        valid = partners >= 0
+        neg = model.logit_maps(out.v_emb[partners[valid]], out.a_emb[valid]).amax(dim=(1, 2))
+    elif negatives == "all":
+        if batch < 2:
+            raise ValueError("stage-one training needs at least 2 clips per batch to form negatives")
+        every = model.scale * torch.einsum("jdhw,id->jihw", out.v_emb, out.a_emb).amax(dim=(2, 3))  # frame j, audio i
+        keep = ~torch.eye(batch, dtype=torch.bool, device=every.device)
+        if avoid_same_class:
+            if labels is None:
+                raise ValueError("avoid_same_class needs the class labels of the batch")
+            keep &= labels[:, None] != labels[None, :]
+        neg = every[keep]
+    else:
+        raise ValueError(f"negatives={negatives!r}: use 'one' (DSOL) or 'all'")
+    loss_pos = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos))
+    loss_neg = F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg)) if len(neg) else pos.sum() * 0
+    loss = 0.5 * (loss_pos + loss_neg)
+    with torch.no_grad():
+        accuracy = 0.5 * ((pos > 0).float().mean() + ((neg <= 0).float().mean() if len(neg) else 1.0)).item()
+    return loss, {"loss": loss.item(), "match_acc": accuracy, "negatives": int(len(neg))}

@@ -1,0 +1,301 @@
+"""DSOL stage one: learn to localize in single-source clips, alternating with the dictionary.
+
+Notebook: 02_stage_one, 03_object_dictionary.
+
+Every epoch: (1) *localize*: train the matching task on solo clips; from the second epoch on
+(2) *cluster*: extract object features with the current maps and run k-means; (3) *classify*:
+fresh K-way visual and audio heads, trained with the backbones on the pseudo-labels; then
+(4) *validate*: DSOL's IoU@0.5 on the validation split picks the checkpoint (never the test
+split). Each phase is resumable mid-way; ``best.pt`` and ``dictionary.pt`` (the dictionary and
+the audio classifier of one clustering round) are what later stages load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from dsol_lite.config import default_device
+from dsol_lite.data.audio import AudioConfig, LogMel
+from dsol_lite.data.datasets import SoloPairs
+from dsol_lite.data.schema import read_manifest
+from dsol_lite.dictionary import (DictionaryRound, build_dictionary, cluster_report, object_features,
+                                  run_kmeans)
+from dsol_lite.errors import ConfigError
+from dsol_lite.evaluate import localization_maps
+from dsol_lite.metrics import dsol_single_source, upsample
+from dsol_lite.models import BackbonePair, DSOLStageOne
+from dsol_lite.objectives import stage_one_loss
+from dsol_lite.training import (Checkpoints, MetricsLog, Progress, autocast, batch_order, check_finite, iterate,
+                                optimizer_step, seed_everything, sequential_batches, to_device)
+
+_NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache")
+
+
+@dataclass(frozen=True)
+class StageOneConfig:
+    """DSOL's stage-one settings (defaults = the paper's); see ``STAGE_ONE_PRESETS``."""
+
+    width: int = 64  # ResNet-18 channels / 8 at the output (64 = the real network)
+    image_size: int = 224
+    embed_dim: int = 128
+    batch_size: int = 32
+    epochs: int = 15
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    heads_lr: float = 1e-3
+    class_lr: float | None = None  # the trunk's learning rate while training on pseudo-labels (None: lr)
+    class_passes: int = 3  # passes over the pseudo-labelled clips per round
+    cluster_from_epoch: int = 1  # the first epoch that clusters (DSOL: the second)
+    mask_threshold: float = 0.05
+    feature_norm: str = "mask"  # "mask" (object mean) or "grid" (original DSOL)
+    num_clusters: int | None = None  # default: the number of classes
+    imagenet: bool = False  # ImageNet weights for the visual stream (downloads; width 64 only)
+    avoid_same_class: bool = False  # negatives of another class (uses labels: a teaching switch)
+    negatives: str = "one"  # "one" partner frame per audio (DSOL) or "all" other frames of the batch
+    seed: int = 0
+    checkpoint_every: int = 100  # steps
+    num_workers: int = 0
+    cache: bool = True  # keep decoded clips in memory
+
+    def validate(self) -> "StageOneConfig":
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size={self.batch_size}: negatives need at least 2 clips per batch")
+        if self.imagenet and self.width != 64:
+            raise ConfigError(f"imagenet=True needs width=64 (got {self.width})")
+        if self.negatives not in ("one", "all"):
+            raise ConfigError(f"negatives={self.negatives!r}: use 'one' (DSOL) or 'all'")
+        if self.epochs < 1 or self.class_passes < 0 or not 0 <= self.mask_threshold < 1:
+            raise ConfigError("epochs >= 1, class_passes >= 0 and 0 <= mask_threshold < 1 are required")
+        return self
+
+    def fingerprint(self, world: Path) -> dict:
+        manifest = read_manifest(world)
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_FINGERPRINT}
+        d["world"] = f"{manifest.name}:{len(manifest.clips)}:{manifest.source.get('fingerprint', '')}"
+        return d
+
+
+STAGE_ONE_PRESETS = {
+    # a narrow ResNet-18 at 128 px: minutes on a 2-core CPU
+    "quick": StageOneConfig(width=16, image_size=128, epochs=6, lr=1e-3, class_passes=1, negatives="all",
+                            checkpoint_every=25),
+    "full": StageOneConfig(imagenet=True, num_workers=4),
+}
+
+
+def build_stage_one(cfg: StageOneConfig, num_clusters: int) -> DSOLStageOne:
+    return DSOLStageOne(BackbonePair(cfg.width, imagenet=cfg.imagenet), num_clusters, cfg.embed_dim)
+
+
+class Interrupted(RuntimeError):
+    """Raised by ``fit(interrupt_after=...)``: simulates a crash, for resume tests and demos."""
+
+
+class StageOneTrainer:
+    def __init__(self, world: str | Path, run_dir: str | Path, cfg: StageOneConfig,
+                 device: torch.device | None = None, progress_bar: bool = True) -> None:
+        self.cfg, self.world, self.run_dir = cfg.validate(), Path(world), Path(run_dir)
+        self.device = device or default_device()
+        self.progress_bar = progress_bar
+        kw = {"image_size": cfg.image_size, "seed": cfg.seed, "cache": cfg.cache}
+        self.train_set = SoloPairs(world, "train", train=True, **kw)
+        self.feature_set = SoloPairs(world, "train", **kw)  # same clips, no augmentation
+        self.val_set = SoloPairs(world, "val", **kw)
+        self.classes = self.train_set.classes
+        self.k = cfg.num_clusters or len(self.classes)
+        if self.k > len(self.train_set):
+            raise ConfigError(f"num_clusters={self.k} is larger than the number of training clips "
+                              f"({len(self.train_set)}): k-means needs at least one clip per cluster")
+        seed_everything(cfg.seed)
+        self.model = build_stage_one(cfg, self.k).to(self.device)
+        self.log_mel = LogMel(AudioConfig()).to(self.device)
+        trunk = [p for n, p in self.model.named_parameters() if "classifier" not in n]
+        self.optimizer = torch.optim.Adam(trunk, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self._new_heads_optimizer()
+        self.scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
+        self.ckpt = Checkpoints(self.run_dir, cfg.fingerprint(self.world))
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.progress = Progress()
+        self.round, self.dictionary, self.pseudo_labels = -1, None, None
+        self.best = float("-inf")
+        if self.ckpt.path("last").exists():
+            self._resume()
+
+    # -- state --------------------------------------------------------------------------
+    def _new_heads_optimizer(self) -> None:
+        heads = list(self.model.v_classifier.parameters()) + list(self.model.a_classifier.parameters())
+        self.heads_optimizer = torch.optim.Adam(heads, lr=self.cfg.heads_lr, weight_decay=self.cfg.weight_decay)
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"trunk": self.optimizer, "heads": self.heads_optimizer}
+
+    def _save(self, name: str = "last") -> Path:
+        extra = {"round": self.round, "best": self.best,
+                 "dictionary": self.dictionary, "pseudo_labels": self.pseudo_labels}
+        return self.ckpt.save(name, self.model, self._optimizers(), self.progress, extra, self.scaler)
+
+    def _resume(self) -> None:
+        payload = self.ckpt.load("last", self.device)
+        self.progress = Checkpoints.restore(payload, self.model, self._optimizers(), self.scaler)
+        extra = payload["extra"]
+        self.round, self.best = int(extra["round"]), float(extra["best"])
+        self.dictionary, self.pseudo_labels = extra["dictionary"], extra["pseudo_labels"]
+        self.log.write(event="resumed", **dataclasses.asdict(self.progress))
+
+    # -- the loop -----------------------------------------------------------------------
+    def fit(self, interrupt_after: int | None = None) -> dict:
+        """Train until ``cfg.epochs`` are done (resuming if the run folder has a checkpoint)."""
+        self._interrupt_after = interrupt_after
+        p = self.progress
+        while p.epoch < self.cfg.epochs:
+            clusters = p.epoch >= self.cfg.cluster_from_epoch
+            if p.phase == "localize":
+                self._localize()
+                self._next_phase("cluster" if clusters else "validate")
+            if p.phase == "cluster":
+                self._cluster()
+                self._next_phase("classify")
+            if p.phase == "classify":
+                self._classify()
+                self._next_phase("validate")
+            if p.phase == "validate":
+                self._validate()
+                p.epoch += 1
+                self._next_phase("localize")
+        return {"best_val_iou@0.5": self.best, "epochs": p.epoch, "steps": p.global_step}
+
+    def _next_phase(self, phase: str) -> None:
+        self.progress.phase, self.progress.step = phase, 0
+        self._save()
+
+    def _after_step(self) -> None:
+        p = self.progress
+        p.step += 1
+        p.global_step += 1
+        if p.step % self.cfg.checkpoint_every == 0:
+            self._save()
+        if self._interrupt_after is not None and p.global_step >= self._interrupt_after:
+            raise Interrupted(f"interrupted after step {p.global_step}")
+
+    def _bar(self, total: int, start: int, desc: str):
+        return tqdm(total=total, initial=start, desc=f"epoch {self.progress.epoch} {desc}", unit="batch",
+                    disable=not self.progress_bar, leave=False)
+
+    def _set_trunk_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _localize(self) -> None:
+        p, cfg = self.progress, self.cfg
+        self._set_trunk_lr(cfg.lr)
+        batches = batch_order(len(self.train_set), cfg.batch_size, cfg.seed, p.epoch, 0)
+        self.train_set.set_epoch(p.epoch * 100)
+        self.model.train()
+        with self._bar(len(batches), p.step, "localize") as bar:
+            for batch in iterate(self.train_set, batches, p.step, cfg.num_workers):
+                batch = to_device(batch, self.device)
+                with autocast(self.device):
+                    out = self.model.encode(batch["image"], self.log_mel(batch["audio"]))
+                    loss, stats = stage_one_loss(self.model, out, batch["label"], cfg.avoid_same_class,
+                                                 cfg.negatives)
+                check_finite(loss, f"epoch {p.epoch}, localize step {p.step}", self.ckpt.path("last"))
+                optimizer_step(loss, [self.optimizer], self.scaler)
+                self.log.write(epoch=p.epoch, phase="localize", step=p.step, scale=self.model.scale.item(), **stats)
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['match_acc']:.2f}")
+                bar.update()
+                self._after_step()
+
+    @torch.no_grad()
+    def extract(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """Object features, audio features and true labels of every training clip (eval mode)."""
+        self.model.eval()
+        objs, auds, labels, empty = [], [], [], 0
+        for batch in iterate(self.feature_set, sequential_batches(len(self.feature_set), 64)):
+            batch = to_device(batch, self.device)
+            out = self.model.encode(batch["image"], self.log_mel(batch["audio"]))
+            feats, no_mask = object_features(out.v_fea.float(), self.model.localization_map(out).float(),
+                                             self.cfg.mask_threshold, self.cfg.feature_norm)
+            objs.append(feats.cpu())
+            auds.append(out.a_fea.float().cpu())
+            labels.append(batch["label"].cpu())
+            empty += int(no_mask.sum())
+        return torch.cat(objs), torch.cat(auds), torch.cat(labels), empty
+
+    def _cluster(self) -> None:
+        p = self.progress
+        start = time.perf_counter()
+        feats, _, labels, empty = self.extract()
+        assign = run_kmeans(feats, self.k, seed=self.cfg.seed * 1000 + p.epoch)
+        report = cluster_report(assign, labels.numpy(), self.k, len(self.classes))
+        self.round = p.epoch
+        self.dictionary = build_dictionary(feats, assign, self.k)
+        self.pseudo_labels = torch.as_tensor(assign, dtype=torch.long)
+        self.model.reset_classifiers(self.k, seed=self.cfg.seed * 1000 + p.epoch)
+        self._new_heads_optimizer()
+        self.log.write(epoch=p.epoch, phase="cluster", nmi=report["nmi"], purity=report["purity"],
+                       hungarian_acc=report["hungarian_acc"], empty_masks=empty,
+                       seconds=round(time.perf_counter() - start, 2))
+
+    def _classify(self) -> None:
+        p, cfg = self.progress, self.cfg
+        self._set_trunk_lr(cfg.lr if cfg.class_lr is None else cfg.class_lr)
+        per_pass = len(self.train_set) // cfg.batch_size
+        self.model.train()
+        with self._bar(per_pass * cfg.class_passes, p.step, "classify") as bar:
+            while p.step < per_pass * cfg.class_passes:
+                n_pass, start = divmod(p.step, per_pass)
+                batches = batch_order(len(self.train_set), cfg.batch_size, cfg.seed, p.epoch, 1 + n_pass)
+                self.train_set.set_epoch(p.epoch * 100 + 1 + n_pass)
+                for batch in iterate(self.train_set, batches, start, cfg.num_workers):
+                    batch = to_device(batch, self.device)
+                    target = self.pseudo_labels.to(self.device)[batch["index"]]
+                    with autocast(self.device):
+                        v_logits, a_logits = self.model.class_logits(
+                            self.model.encode(batch["image"], self.log_mel(batch["audio"])))
+                        loss = F.cross_entropy(v_logits, target) + F.cross_entropy(a_logits, target)
+                    check_finite(loss, f"epoch {p.epoch}, classify step {p.step}", self.ckpt.path("last"))
+                    optimizer_step(loss, [self.optimizer, self.heads_optimizer], self.scaler)
+                    acc_v = (v_logits.argmax(1) == target).float().mean().item()
+                    acc_a = (a_logits.argmax(1) == target).float().mean().item()
+                    self.log.write(epoch=p.epoch, phase="classify", step=p.step, loss=loss.item(),
+                                   visual_acc=acc_v, audio_acc=acc_a)
+                    bar.update()
+                    self._after_step()
+        if self.dictionary is not None:
+            DictionaryRound(self.round, self.dictionary, self._audio_head(), self.pseudo_labels).save(
+                self.run_dir / f"dictionary_round{self.round:02d}.pt")
+
+    def _audio_head(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in self.model.a_classifier.state_dict().items()}
+
+    def _validate(self) -> None:
+        p = self.progress
+        maps, gt = localization_maps(self.model, self.val_set, self.log_mel, self.device)
+        val = dsol_single_source(upsample(maps, gt.shape[-1]), gt)
+        self.log.write(epoch=p.epoch, phase="validate", **{"val_iou@0.5": val["iou@0.5"], "val_auc": val["auc"]})
+        eligible = p.epoch >= self.cfg.cluster_from_epoch or self.cfg.epochs <= self.cfg.cluster_from_epoch
+        if eligible and val["iou@0.5"] > self.best:
+            self.best = val["iou@0.5"]
+            self._save("best")
+            if self.round >= 0:
+                shutil.copyfile(self.run_dir / f"dictionary_round{self.round:02d}.pt", self.run_dir / "dictionary.tmp")
+                (self.run_dir / "dictionary.tmp").replace(self.run_dir / "dictionary.pt")
+            self.log.write(epoch=p.epoch, phase="select", best=self.best, round=self.round)
+
+    def load_best(self) -> DSOLStageOne:
+        """The model of the best validation epoch (a fresh module on this trainer's device)."""
+        payload = self.ckpt.load("best", self.device)
+        model = build_stage_one(dataclasses.replace(self.cfg, imagenet=False), self.k).to(self.device)
+        model.load_state_dict(payload["model"])
+        return model.eval()
+
+
+__all__ = ["StageOneConfig", "STAGE_ONE_PRESETS", "StageOneTrainer", "Interrupted", "build_stage_one"]

@@ -1,0 +1,195 @@
+"""What every training stage shares: checkpoints, resumable batch order, logging, steps.
+
+Notebook: 02_stage_one (resuming, checkpoints), used by every later stage.
+
+* **Checkpoints** are written atomically (temporary file, then rename) and carry the
+  fingerprint of the configuration that made them; loading one from another configuration,
+  or a corrupt file, is a clear error. They hold model, optimizers, AMP scaler, RNG states and
+  where the run was (epoch, phase, step), so training resumes where it stopped.
+* **Batch order** is a permutation seeded by ``(seed, epoch, phase)``; resuming mid-epoch
+  skips the batches already done without loading them. With datasets whose items are seeded
+  per ``(seed, epoch, index)`` (``data.datasets``), a resumed run is bitwise identical to an
+  uninterrupted one on CPU.
+* **Steps** use mixed precision and ``channels_last`` on CUDA, plain float32 elsewhere; a
+  non-finite loss stops training with a message naming the step, before anything is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from dsol_lite.errors import ConfigError, DataError
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message says where and what is kept."""
+
+
+@dataclass
+class Progress:
+    """Where a run is: the next batch to do is ``step`` of ``phase`` in ``epoch``."""
+
+    epoch: int = 0
+    phase: str = "localize"
+    step: int = 0
+    global_step: int = 0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def batch_order(n: int, batch_size: int, seed: int, *keys: int, drop_last: bool = True) -> list[list[int]]:
+    """A shuffled list of index batches, fixed by ``(seed, *keys)``."""
+    if n < batch_size and drop_last:
+        raise ConfigError(f"batch_size={batch_size} is larger than the dataset ({n} clips)")
+    state = int(np.random.SeedSequence((seed, *keys)).generate_state(1)[0])
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(state)).tolist()
+    stop = n - n % batch_size if drop_last else n
+    return [perm[i:i + batch_size] for i in range(0, stop, batch_size)]
+
+
+def sequential_batches(n: int, batch_size: int) -> list[list[int]]:
+    return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+
+
+def iterate(dataset: Dataset, batches: list[list[int]], start: int = 0, num_workers: int = 0) -> Iterator[dict]:
+    """Collated batches ``batches[start:]`` of ``dataset``.
+
+    The loader gets its own generator: otherwise creating it draws from the global torch RNG,
+    and a resumed run would drift one draw away from an uninterrupted one.
+    """
+    if start >= len(batches):
+        return iter(())
+    return iter(DataLoader(dataset, batch_sampler=batches[start:], num_workers=num_workers,
+                           generator=torch.Generator().manual_seed(0)))
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    channels_last = device.type == "cuda"
+    out = {}
+    for k, v in batch.items():
+        v = v.to(device, non_blocking=True)
+        if channels_last and v.dim() == 4:
+            v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+def autocast(device: torch.device):
+    """float16 autocast on CUDA (mixed precision); full float32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return nullcontext()
+
+
+def check_finite(loss: torch.Tensor, where: str, kept: Path | None) -> None:
+    if not torch.isfinite(loss):
+        keep = f"the last good checkpoint is {kept}" if kept and kept.exists() else "no checkpoint was written yet"
+        raise TrainingError(f"loss became {loss.item()} at {where}; training stopped, {keep}")
+
+
+def optimizer_step(loss: torch.Tensor, optimizers: list[torch.optim.Optimizer],
+                   scaler: torch.amp.GradScaler | None) -> None:
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        for opt in optimizers:
+            scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+
+
+class MetricsLog:
+    """Append-only JSON-lines log of a run (``metrics.jsonl``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, **record: Any) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+class Checkpoints:
+    """Atomic, fingerprinted checkpoints in a run folder."""
+
+    def __init__(self, run_dir: str | Path, fingerprint: dict[str, Any]) -> None:
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))
+
+    def path(self, name: str) -> Path:
+        return self.dir / f"{name}.pt"
+
+    def save(self, name: str, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer],
+             progress: Progress, extra: dict[str, Any] | None = None,
+             scaler: torch.amp.GradScaler | None = None) -> Path:
+        payload = {
+            "fingerprint": json.dumps(self.fingerprint, sort_keys=True),
+            "model": model.state_dict(),
+            "optimizers": {k: v.state_dict() for k, v in optimizers.items()},
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "progress": asdict(progress),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "extra": extra or {},
+        }
+        path = self.path(name)
+        tmp = path.with_name(path.name + ".part")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def load(self, name: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        """Read and check a checkpoint (``weights_only=True``: no arbitrary code is unpickled)."""
+        path = self.path(name)
+        if not path.is_file():
+            raise DataError(path, "checkpoint is missing")
+        try:
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+            theirs = json.loads(payload["fingerprint"])
+        except Exception as err:
+            raise DataError(path, f"corrupt or unreadable checkpoint ({type(err).__name__}: {err})") from None
+        if theirs != self.fingerprint:
+            diff = sorted(k for k in set(theirs) | set(self.fingerprint) if theirs.get(k) != self.fingerprint.get(k))
+            details = ", ".join(f"{k}: {theirs.get(k)!r} there vs {self.fingerprint.get(k)!r} here" for k in diff)
+            raise ConfigError(f"{path}: checkpoint was made with another configuration ({details}); "
+                              f"use a new run folder or the same settings")
+        return payload
+
+    @staticmethod
+    def restore(payload: dict[str, Any], model: nn.Module, optimizers: dict[str, torch.optim.Optimizer],
+                scaler: torch.amp.GradScaler | None = None) -> Progress:
+        model.load_state_dict(payload["model"])
+        for k, opt in optimizers.items():
+            if k in payload["optimizers"]:
+                opt.load_state_dict(payload["optimizers"][k])
+        if scaler is not None and payload["scaler"] is not None:
+            scaler.load_state_dict(payload["scaler"])
+        torch.set_rng_state(payload["rng"]["torch"])
+        if payload["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
+        return Progress(**payload["progress"])

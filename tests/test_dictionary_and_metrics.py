@@ -1,0 +1,142 @@
+"""Dilation, masked means, k-means bookkeeping and every single-source metric, by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dsol_lite.dictionary import (DictionaryRound, build_dictionary, check_pairing, cluster_report, dilate4,
+                                  hungarian_mapping, object_features, run_kmeans)
+from dsol_lite.errors import ConfigError, DataError
+from dsol_lite.metrics import (centre_prior, dsol_single_source, ezvsl, iou, min_max_normalize, success_curve,
+                               upsample)
+
+
+def test_dilation_grows_by_four_neighbours_including_borders():
+    m = torch.zeros(1, 4, 4, dtype=torch.bool)
+    m[0, 0, 0] = True  # a corner: the original code skipped dilating border cells
+    m[0, 2, 2] = True
+    expected = torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 1], [0, 0, 1, 0]], dtype=torch.bool)
+    assert torch.equal(dilate4(m)[0], expected)
+
+
+def test_masked_mean_over_mask_or_grid():
+    fea = torch.arange(2 * 3 * 3, dtype=torch.float).view(1, 2, 3, 3)
+    maps = torch.zeros(1, 3, 3)
+    maps[0, 1, 1] = 0.9  # centre cell -> dilated to a plus of 5 cells
+    plus = [(1, 1), (0, 1), (2, 1), (1, 0), (1, 2)]
+    expected = torch.tensor([[sum(fea[0, c, y, x] for y, x in plus) / 5 for c in range(2)]])
+    feats, empty = object_features(fea, maps, 0.05, "mask")
+    torch.testing.assert_close(feats, expected)
+    grid, _ = object_features(fea, maps, 0.05, "grid")
+    torch.testing.assert_close(grid, expected * 5 / 9)
+    assert not empty.any()
+
+
+def test_empty_mask_falls_back_to_the_peak_and_is_reported():
+    fea = torch.randn(1, 3, 2, 2)
+    maps = torch.tensor([[[0.01, 0.04], [0.02, 0.0]]])
+    feats, empty = object_features(fea, maps, 0.05)
+    assert empty.tolist() == [True]
+    torch.testing.assert_close(feats[0], fea[0, :, 0, 1])
+    with pytest.raises(ConfigError, match="normalize"):
+        object_features(fea, maps, 0.05, "area")
+
+
+def test_kmeans_dictionary_and_report():
+    rng = np.random.default_rng(0)
+    centres = np.eye(3) * 5
+    labels = np.repeat([0, 1, 2], 20)
+    feats = torch.tensor(centres[labels] + rng.normal(0, 0.1, (60, 3)), dtype=torch.float)
+    assign = run_kmeans(feats, 3, seed=0)
+    assert np.array_equal(assign, run_kmeans(feats, 3, seed=0))  # seeded
+    report = cluster_report(assign, labels, 3, 3)
+    assert report["nmi"] == pytest.approx(1.0) and report["purity"] == 1.0 and report["hungarian_acc"] == 1.0
+    dictionary = build_dictionary(feats, assign, 3)
+    for c, y in report["mapping"].items():
+        torch.testing.assert_close(dictionary[c], feats[labels == y].mean(0))
+    with pytest.raises(ConfigError, match="num_clusters=61 is larger than the number of object features"):
+        run_kmeans(feats, 61, seed=0)
+    with pytest.raises(DataError, match="no object features"):
+        run_kmeans(torch.zeros(0, 3), 2, seed=0)
+
+
+def test_hungarian_mapping_is_one_to_one_and_beats_greedy():
+    # greedy by row would map both clusters to class 0; Hungarian finds the better assignment
+    table = np.array([[10, 9], [8, 0]])
+    assert hungarian_mapping(table) == {0: 1, 1: 0}
+    assert hungarian_mapping(np.array([[5, 0], [0, 5], [3, 1]])) == {0: 0, 1: 1, 2: 0}  # spare cluster
+
+
+def test_dictionary_round_pairing_and_files(tmp_path):
+    head1 = {"weight": torch.randn(3, 4), "bias": torch.zeros(3)}
+    head2 = {"weight": torch.randn(3, 4), "bias": torch.zeros(3)}
+    r1 = DictionaryRound(1, torch.randn(3, 4), head1, torch.tensor([0, 1, 2]), {"nmi": 0.5})
+    r2 = DictionaryRound(2, torch.randn(3, 4), head2, torch.tensor([2, 1, 0]))
+    r1.save(tmp_path / "r1.pt")
+    r2.save(tmp_path / "r2.pt")
+    loaded = DictionaryRound.load(tmp_path / "r1.pt")
+    assert loaded.round == 1 and torch.equal(loaded.dictionary, r1.dictionary)
+    check_pairing(loaded, head1)
+    with pytest.raises(ConfigError, match="same clustering round"):
+        check_pairing(loaded, DictionaryRound.load(tmp_path / "r2.pt").audio_classifier)
+    (tmp_path / "bad.pt").write_bytes((tmp_path / "r1.pt").read_bytes()[:100])
+    with pytest.raises(DataError, match="bad.pt: not a readable dictionary round"):
+        DictionaryRound.load(tmp_path / "bad.pt")
+
+
+# ---- metrics ------------------------------------------------------------------------------
+
+def box(n: int, x1: int, y1: int, x2: int, y2: int) -> torch.Tensor:
+    m = torch.zeros(n, n, dtype=torch.bool)
+    m[y1:y2, x1:x2] = True
+    return m
+
+
+def test_iou_by_hand_including_border_boxes_and_empty_predictions():
+    gt = box(10, 0, 0, 4, 4)[None]  # a box on the image border
+    pred = box(10, 2, 2, 6, 6)[None]
+    assert iou(pred, gt).item() == pytest.approx(4 / 28)
+    assert iou(torch.zeros_like(gt), gt).item() == 0.0
+    assert iou(gt, gt).item() == 1.0
+    with pytest.raises(ValueError, match="empty ground truth"):
+        iou(pred, torch.zeros_like(gt))
+
+
+def test_dsol_protocol_thresholds_at_a_tenth_of_the_max():
+    gt = box(10, 0, 0, 5, 10)[None]
+    maps = torch.zeros(1, 10, 10)
+    maps[0, :, :5] = 1.0
+    maps[0, :, 5:] = 0.09  # just below 0.1 x max: not predicted
+    result = dsol_single_source(maps, gt)
+    assert result["iou"].item() == 1.0 and result["iou@0.5"] == 1.0 and result["auc"] == pytest.approx(1.0)
+    maps[0, :, 5:] = 0.11  # just above: everything predicted, IoU = 50 / 100
+    assert dsol_single_source(maps, gt)["iou"].item() == pytest.approx(0.5)
+    # all-zero and constant maps: zero predicts nothing, a constant predicts everything
+    assert dsol_single_source(torch.zeros(1, 10, 10), gt)["iou"].item() == 0.0
+    assert dsol_single_source(torch.full((1, 10, 10), 0.3), gt)["iou"].item() == pytest.approx(0.5)
+
+
+def test_success_curve_and_auc_by_hand():
+    curve, area = success_curve(torch.tensor([0.0, 0.5, 1.0]))
+    assert curve[0] == 1.0 and curve[10] == pytest.approx(2 / 3) and curve[20] == pytest.approx(1 / 3)
+    # trapezoid area: 1/3 * (first step) + plateau of 2/3 ... computed directly
+    expected = np.trapezoid(curve.numpy(), np.linspace(0, 1, 21))
+    assert area == pytest.approx(expected)
+
+
+def test_ezvsl_protocol_median_threshold_and_constant_maps():
+    gt = box(4, 0, 0, 2, 4)[None]
+    maps = torch.tensor([[[4.0, 3.0, 1.0, 0.0]] * 4])
+    result = ezvsl(maps, gt)  # normalised > median (0.5) -> the left half
+    assert result["ciou"].item() == 1.0
+    assert ezvsl(torch.full((1, 4, 4), 2.0), gt)["ciou"].item() == 0.0  # constant -> nothing predicted
+    assert torch.equal(min_max_normalize(torch.full((1, 2, 2), 3.0)), torch.zeros(1, 2, 2))
+
+
+def test_centre_prior_region_has_the_requested_area_and_upsample_shape():
+    prior = centre_prior(1, 100, mean_box_area=900.0)
+    area = (prior > 0.1 * prior.max()).sum().item()
+    assert abs(area - 900) / 900 < 0.05
+    assert upsample(torch.rand(3, 8, 8), 64).shape == (3, 64, 64)

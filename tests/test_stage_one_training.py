@@ -1,0 +1,106 @@
+"""The stage-one trainer: resume, selection on val, and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import dsol_lite.stage_one as stage_one_module
+from dsol_lite.dictionary import DictionaryRound, check_pairing
+from dsol_lite.errors import ConfigError, DataError
+from dsol_lite.stage_one import STAGE_ONE_PRESETS, Interrupted, StageOneTrainer
+from dsol_lite.synth.config import preset
+from dsol_lite.synth.writer import generate_world
+from dsol_lite.training import TrainingError
+
+TINY = dataclasses.replace(STAGE_ONE_PRESETS["quick"], width=8, image_size=64, epochs=2, batch_size=8,
+                           class_passes=1, checkpoint_every=2)
+
+
+def make(world, run, cfg=TINY) -> StageOneTrainer:
+    return StageOneTrainer(world, run, cfg, device=torch.device("cpu"), progress_bar=False)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_world, tmp_path_factory):
+    run = tmp_path_factory.mktemp("reference")
+    trainer = make(tiny_world, run)
+    trainer.fit()
+    return trainer, run
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("interrupt_after", [9, 15], ids=["mid-localize", "mid-classify"])
+def test_resumed_training_is_bitwise_identical(tiny_world, tmp_path, reference, interrupt_after):
+    ref, ref_run = reference
+    with pytest.raises(Interrupted):
+        make(tiny_world, tmp_path).fit(interrupt_after=interrupt_after)
+    resumed = make(tiny_world, tmp_path)
+    assert 0 < resumed.progress.global_step < interrupt_after  # picked up from the last checkpoint
+    resumed.fit()
+    assert_same_weights(ref.model.state_dict(), resumed.model.state_dict())
+    a, b = DictionaryRound.load(ref_run / "dictionary.pt"), DictionaryRound.load(tmp_path / "dictionary.pt")
+    assert a.round == b.round and torch.equal(a.dictionary, b.dictionary) and a.digest == b.digest
+
+
+def test_outputs_pair_the_dictionary_with_the_best_model(reference):
+    trainer, run = reference
+    records = trainer.log.read()
+    selections = [r for r in records if r["phase"] == "select"]
+    assert selections and all(r["epoch"] >= 1 for r in selections)  # epochs with a dictionary only
+    assert not any(r["phase"] == "validate" and r.get("split") == "test" for r in records)
+    best = trainer.ckpt.load("best")
+    dictionary = DictionaryRound.load(run / "dictionary.pt")
+    assert dictionary.round == best["extra"]["round"]
+    head = {k[len("a_classifier."):]: v for k, v in best["model"].items() if k.startswith("a_classifier.")}
+    check_pairing(dictionary, head)
+    assert dictionary.dictionary.shape == (8, 64) and len(dictionary.pseudo_labels) == 48
+    assert any(r["phase"] == "cluster" and 0.0 <= r["nmi"] <= 1.0 for r in records)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_world, tmp_path, monkeypatch):
+    real = stage_one_module.stage_one_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] == 5 else loss), stats
+
+    monkeypatch.setattr(stage_one_module, "stage_one_loss", poisoned)
+    trainer = make(tiny_world, tmp_path)
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 0, localize step 4; .*last good checkpoint"):
+        trainer.fit()
+    saved = trainer.ckpt.load("last")
+    assert saved["progress"]["global_step"] == 4  # the checkpoint of step 4, not the poisoned step
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_checkpoint_from_another_configuration_is_refused(tiny_world, tmp_path):
+    with pytest.raises(Interrupted):
+        make(tiny_world, tmp_path).fit(interrupt_after=3)
+    with pytest.raises(ConfigError, match=r"another configuration \(width: 8 there vs 12 here\)"):
+        make(tiny_world, tmp_path, dataclasses.replace(TINY, width=12))
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tiny_world, tmp_path):
+    (tmp_path / "last.pt").write_bytes(b"this is not a checkpoint")
+    with pytest.raises(DataError, match="last.pt: corrupt or unreadable checkpoint"):
+        make(tiny_world, tmp_path)
+
+
+def test_more_clusters_than_clips_and_empty_datasets(tiny_world, tmp_path):
+    with pytest.raises(ConfigError, match="num_clusters=100 is larger than the number of training clips"):
+        make(tiny_world, tmp_path / "a", dataclasses.replace(TINY, num_clusters=100))
+    empty = generate_world(preset("tiny", counts={"solo": (0, 2, 2)}), tmp_path / "w", progress=False)
+    with pytest.raises(DataError, match="no solo clips in split 'train'"):
+        make(empty, tmp_path / "b")
+    with pytest.raises(ConfigError, match="batch_size"):
+        make(tiny_world, tmp_path / "c", dataclasses.replace(TINY, batch_size=1))
