@@ -104,3 +104,18 @@ def test_more_clusters_than_clips_and_empty_datasets(tiny_world, tmp_path):
         make(empty, tmp_path / "b")
     with pytest.raises(ConfigError, match="batch_size"):
         make(tiny_world, tmp_path / "c", dataclasses.replace(TINY, batch_size=1))
+
+
+@pytest.mark.parametrize("class_lr, trunk_moves", [(0.0, False), (None, True)], ids=["frozen", "dsol"])
+def test_pseudo_label_phase_trains_heads_and_optionally_the_trunk(tiny_world, tmp_path, class_lr, trunk_moves):
+    trainer = make(tiny_world, tmp_path, dataclasses.replace(TINY, class_lr=class_lr))
+    trainer._interrupt_after = None
+    trainer._cluster()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer._classify()
+    after = trainer.model.state_dict()
+    trunk = [k for k in before if k.startswith("backbones.")]
+    heads = [k for k in before if "classifier" in k]
+    assert any(not torch.equal(before[k], after[k]) for k in heads)
+    assert any(not torch.equal(before[k], after[k]) for k in trunk) == trunk_moves
+    assert (tmp_path / f"dictionary_round{trainer.round:02d}.pt").exists()
