@@ -189,8 +189,10 @@ class StageOneTrainer:
             raise Interrupted(f"interrupted after step {p.global_step}")
 
     def _bar(self, total: int, start: int, desc: str):
+        # refresh at most every 2 s: in a notebook each refresh is a widget message, and thousands of
+        # them overflow the kernel's output channel (nbval then loses the end of the cell)
         return tqdm(total=total, initial=start, desc=f"epoch {self.progress.epoch} {desc}", unit="batch",
-                    disable=not self.progress_bar, leave=False)
+                    disable=not self.progress_bar, leave=False, mininterval=2.0)
 
     def _set_trunk_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -212,7 +214,7 @@ class StageOneTrainer:
                 check_finite(loss, f"epoch {p.epoch}, localize step {p.step}", self.ckpt.path("last"))
                 optimizer_step(loss, [self.optimizer], self.scaler)
                 self.log.write(epoch=p.epoch, phase="localize", step=p.step, scale=self.model.scale.item(), **stats)
-                bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['match_acc']:.2f}")
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['match_acc']:.2f}", refresh=False)
                 bar.update()
                 self._after_step()
 
