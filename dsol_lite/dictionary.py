@@ -22,7 +22,6 @@ with a digest of the classifier, and ``check_pairing`` refuses a mismatch.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 
 from dsol_lite.errors import ConfigError, DataError
+from dsol_lite.training import atomic_torch_save
 
 
 def dilate4(mask: torch.Tensor) -> torch.Tensor:
@@ -140,13 +140,10 @@ class DictionaryRound:
 
     def save(self, path: str | Path) -> None:
         """Atomic write (temporary file, then rename); loadable with ``weights_only=True``."""
-        path = Path(path)
         payload = {"round": self.round, "dictionary": self.dictionary, "pseudo_labels": self.pseudo_labels,
                    "audio_classifier": self.audio_classifier, "digest": self.digest,
                    "stats": {k: float(v) for k, v in self.stats.items()}}
-        tmp = path.with_name(path.name + ".part")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        atomic_torch_save(payload, Path(path))
 
     @classmethod
     def load(cls, path: str | Path) -> "DictionaryRound":

@@ -10,7 +10,7 @@ from torch import nn
 
 from dsol_lite.data.audio import LogMel
 from dsol_lite.data.datasets import ClipDataset
-from dsol_lite.metrics import centre_prior, dsol_single_source, ezvsl, random_maps, summarize, upsample
+from dsol_lite.metrics import centre_prior, dsol_single_source, ezvsl, random_maps, upsample
 from dsol_lite.training import iterate, sequential_batches, to_device
 
 
@@ -56,10 +56,6 @@ def scalar_table(table: dict) -> dict[str, dict[str, float]]:
     return {name: {k: v for k, v in row.items() if not k.startswith("_")} for name, row in table.items()}
 
 
-__all__ = ["localization_maps", "mean_box_area", "evaluate_single_source", "scalar_table", "summarize",
-           "matching_accuracy"]
-
-
 @torch.no_grad()
 def matching_accuracy(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
                       batch_size: int = 64) -> float:
@@ -76,3 +72,6 @@ def matching_accuracy(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, d
         correct += stats["match_acc"] * len(batch["index"])
         total += len(batch["index"])
     return correct / max(total, 1)
+
+
+__all__ = ["localization_maps", "mean_box_area", "evaluate_single_source", "scalar_table", "matching_accuracy"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import auc as area_under_curve
@@ -97,7 +96,3 @@ def random_maps(n: int, grid: int, size: int, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return upsample(torch.rand(n, grid, grid, generator=generator), size)
 
-
-def summarize(result: dict) -> dict[str, float]:
-    """The scalar numbers of a protocol result (for tables and JSON)."""
-    return {k: float(v) for k, v in result.items() if isinstance(v, float | int | np.floating)}

@@ -13,7 +13,6 @@ the audio classifier of one clustering round) are what later stages load.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,11 +279,12 @@ class StageOneTrainer:
                     bar.update()
                     self._after_step()
         if self.dictionary is not None:
-            DictionaryRound(self.round, self.dictionary, self._audio_head(), self.pseudo_labels).save(
-                self.run_dir / f"dictionary_round{self.round:02d}.pt")
+            self._current_round().save(self.run_dir / f"dictionary_round{self.round:02d}.pt")
 
-    def _audio_head(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().clone() for k, v in self.model.a_classifier.state_dict().items()}
+    def _current_round(self) -> DictionaryRound:
+        """This round's dictionary with the audio head trained on its pseudo-labels."""
+        head = {k: v.detach().cpu().clone() for k, v in self.model.a_classifier.state_dict().items()}
+        return DictionaryRound(self.round, self.dictionary, head, self.pseudo_labels)
 
     def _validate(self) -> None:
         p = self.progress
@@ -296,8 +296,7 @@ class StageOneTrainer:
             self.best = val["iou@0.5"]
             self._save("best")
             if self.round >= 0:
-                shutil.copyfile(self.run_dir / f"dictionary_round{self.round:02d}.pt", self.run_dir / "dictionary.tmp")
-                (self.run_dir / "dictionary.tmp").replace(self.run_dir / "dictionary.pt")
+                self._current_round().save(self.run_dir / "dictionary.pt")
             self.log.write(epoch=p.epoch, phase="select", best=self.best, round=self.round)
 
     def load_best(self) -> DSOLStageOne:

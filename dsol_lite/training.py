@@ -117,6 +117,14 @@ def optimizer_step(loss: torch.Tensor, optimizers: list[torch.optim.Optimizer],
             opt.step()
 
 
+def atomic_torch_save(payload: dict[str, Any], path: Path) -> Path:
+    """``torch.save`` to a temporary file, then rename: a crash never leaves half a file."""
+    tmp = path.with_name(path.name + ".part")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 class MetricsLog:
     """Append-only JSON-lines log of a run (``metrics.jsonl``)."""
 
@@ -157,11 +165,7 @@ class Checkpoints:
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "extra": extra or {},
         }
-        path = self.path(name)
-        tmp = path.with_name(path.name + ".part")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-        return path
+        return atomic_torch_save(payload, self.path(name))
 
     def load(self, name: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
         """Read and check a checkpoint (``weights_only=True``: no arbitrary code is unpickled)."""
