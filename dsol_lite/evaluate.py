@@ -74,4 +74,25 @@ def matching_accuracy(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, d
     return correct / max(total, 1)
 
 
-__all__ = ["localization_maps", "mean_box_area", "evaluate_single_source", "scalar_table", "matching_accuracy"]
+
+
+
+@torch.no_grad()
+def stage_two_maps(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
+                   filter_silent: bool = True, batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """Class-aware maps ``(N, K, h, w)``, localization maps ``(N, h, w)`` and the ground truth
+    (``class_boxes`` (N, C, S, S) bool, boxes of sounding objects only; ``sounding``, ``present``
+    (N, C)) of every multi-source scene."""
+    model.eval()
+    keys = ("class_maps", "loc_maps", "class_boxes", "sounding", "present")
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+    for batch in iterate(dataset, sequential_batches(len(dataset), batch_size)):
+        out = model(batch["image"].to(device), log_mel(batch["audio"].to(device)), filter_silent=filter_silent)
+        parts["class_maps"].append(out.class_maps.float().cpu())
+        parts["loc_maps"].append(out.loc_map.float().cpu())
+        parts["class_boxes"].append((batch["class_boxes"] > 0.5) & (batch["sounding"][:, :, None, None] > 0))
+        parts["sounding"].append(batch["sounding"])
+        parts["present"].append(batch["present"])
+    return {k: torch.cat(v) for k, v in parts.items()}
+__all__ = ["localization_maps", "mean_box_area", "evaluate_single_source", "scalar_table", "matching_accuracy",
+           "stage_two_maps"]

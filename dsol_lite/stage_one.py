@@ -13,13 +13,13 @@ the audio classifier of one clustering round) are what later stages load.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel
@@ -32,7 +32,7 @@ from dsol_lite.evaluate import localization_maps
 from dsol_lite.metrics import dsol_single_source, upsample
 from dsol_lite.models import BackbonePair, DSOLStageOne
 from dsol_lite.objectives import stage_one_loss
-from dsol_lite.training import (Checkpoints, MetricsLog, Progress, autocast, batch_order, check_finite, iterate,
+from dsol_lite.training import (Interrupted, ResumableRun, autocast, batch_order, check_finite, iterate,
                                 optimizer_step, seed_everything, sequential_batches, to_device)
 
 _NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache")
@@ -48,8 +48,11 @@ class StageOneConfig:
     batch_size: int = 32
     epochs: int = 15
     lr: float = 1e-4
+    lr_schedule: str = "constant"  # or "cosine": warm-up, then cosine decay over all localization steps
+    warmup_steps: int = 0
     weight_decay: float = 1e-4
     heads_lr: float = 1e-3
+    scale_lr_mult: float = 1.0  # the map's scale learns this many times faster than the trunk
     class_lr: float | None = None  # trunk learning rate on pseudo-labels (None: lr; 0: trunk frozen, heads only)
     class_passes: int = 3  # passes over the pseudo-labelled clips per round
     cluster_from_epoch: int = 1  # the first epoch that clusters (DSOL: the second)
@@ -69,6 +72,8 @@ class StageOneConfig:
             raise ConfigError(f"batch_size={self.batch_size}: negatives need at least 2 clips per batch")
         if self.imagenet and self.width != 64:
             raise ConfigError(f"imagenet=True needs width=64 (got {self.width})")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"lr_schedule={self.lr_schedule!r}: use 'constant' or 'cosine'")
         if self.negatives not in ("one", "all"):
             raise ConfigError(f"negatives={self.negatives!r}: use 'one' (DSOL) or 'all'")
         if self.epochs < 1 or self.class_passes < 0 or not 0 <= self.mask_threshold < 1:
@@ -96,11 +101,7 @@ def build_stage_one(cfg: StageOneConfig, num_clusters: int) -> DSOLStageOne:
     return DSOLStageOne(BackbonePair(cfg.width, imagenet=cfg.imagenet), num_clusters, cfg.embed_dim)
 
 
-class Interrupted(RuntimeError):
-    """Raised by ``fit(interrupt_after=...)``: simulates a crash, for resume tests and demos."""
-
-
-class StageOneTrainer:
+class StageOneTrainer(ResumableRun):
     def __init__(self, world: str | Path, run_dir: str | Path, cfg: StageOneConfig,
                  device: torch.device | None = None, progress_bar: bool = True) -> None:
         self.cfg, self.world, self.run_dir = cfg.validate(), Path(world), Path(run_dir)
@@ -118,17 +119,15 @@ class StageOneTrainer:
         seed_everything(cfg.seed)
         self.model = build_stage_one(cfg, self.k).to(self.device)
         self.log_mel = LogMel(AudioConfig()).to(self.device)
-        trunk = [p for n, p in self.model.named_parameters() if "classifier" not in n]
-        self.optimizer = torch.optim.Adam(trunk, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        trunk = [p for n, p in self.model.named_parameters() if "classifier" not in n and n != "scale"]
+        self.optimizer = torch.optim.Adam([{"params": trunk, "lr_mult": 1.0},
+                                           {"params": [self.model.scale], "lr_mult": cfg.scale_lr_mult}],
+                                          lr=cfg.lr, weight_decay=cfg.weight_decay)
         self._new_heads_optimizer()
         self.scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
-        self.ckpt = Checkpoints(self.run_dir, cfg.fingerprint(self.world))
-        self.log = MetricsLog(self.run_dir / "metrics.jsonl")
-        self.progress = Progress()
         self.round, self.dictionary, self.pseudo_labels = -1, None, None
         self.best = float("-inf")
-        if self.ckpt.path("last").exists():
-            self._resume()
+        self._open_run(self.run_dir, cfg.fingerprint(self.world))
 
     # -- state --------------------------------------------------------------------------
     def _new_heads_optimizer(self) -> None:
@@ -138,19 +137,13 @@ class StageOneTrainer:
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"trunk": self.optimizer, "heads": self.heads_optimizer}
 
-    def _save(self, name: str = "last") -> Path:
-        extra = {"round": self.round, "best": self.best,
-                 "dictionary": self.dictionary, "pseudo_labels": self.pseudo_labels}
-        return self.ckpt.save(name, self.model, self._optimizers(), self.progress, extra, self.scaler)
+    def _extra_state(self) -> dict:
+        return {"round": self.round, "best": self.best, "dictionary": self.dictionary,
+                "pseudo_labels": self.pseudo_labels}
 
-    def _resume(self) -> None:
-        payload = self.ckpt.load("last", self.device)
-        self.progress = Checkpoints.restore(payload, self.model, self._optimizers(), self.scaler)
-        extra = payload["extra"]
+    def _load_extra_state(self, extra: dict) -> None:
         self.round, self.best = int(extra["round"]), float(extra["best"])
         self.dictionary, self.pseudo_labels = extra["dictionary"], extra["pseudo_labels"]
-        p = self.progress
-        self.log.write(phase="resumed", epoch=p.epoch, at_phase=p.phase, step=p.step, global_step=p.global_step)
 
     # -- the loop -----------------------------------------------------------------------
     def fit(self, interrupt_after: int | None = None) -> dict:
@@ -174,45 +167,40 @@ class StageOneTrainer:
                 self._next_phase("localize")
         return {"best_val_iou@0.5": self.best, "epochs": p.epoch, "steps": p.global_step}
 
-    def _next_phase(self, phase: str) -> None:
-        self.progress.phase, self.progress.step = phase, 0
-        self._save()
-
-    def _after_step(self) -> None:
-        p = self.progress
-        p.step += 1
-        p.global_step += 1
-        if p.step % self.cfg.checkpoint_every == 0:
-            self._save()
-        if self._interrupt_after is not None and p.global_step >= self._interrupt_after:
-            raise Interrupted(f"interrupted after step {p.global_step}")
-
-    def _bar(self, total: int, start: int, desc: str):
-        # refresh at most every 2 s: in a notebook each refresh is a widget message, and thousands of
-        # them overflow the kernel's output channel (nbval then loses the end of the cell)
-        return tqdm(total=total, initial=start, desc=f"epoch {self.progress.epoch} {desc}", unit="batch",
-                    disable=not self.progress_bar, leave=False, mininterval=2.0)
-
     def _set_trunk_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_mult"]
+
+    def localize_lr(self, epoch: int, step: int) -> float:
+        """Trunk learning rate at a localization step: a pure function of the position, so a
+        resumed run follows the same schedule without any scheduler state."""
+        cfg = self.cfg
+        per_epoch = len(self.train_set) // cfg.batch_size
+        done, total = epoch * per_epoch + step, cfg.epochs * per_epoch
+        if done < cfg.warmup_steps:
+            return cfg.lr * (done + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "constant":
+            return cfg.lr
+        progress = (done - cfg.warmup_steps) / max(total - cfg.warmup_steps, 1)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     def _localize(self) -> None:
         p, cfg = self.progress, self.cfg
-        self._set_trunk_lr(cfg.lr)
         batches = batch_order(len(self.train_set), cfg.batch_size, cfg.seed, p.epoch, 0)
         self.train_set.set_epoch(p.epoch * 100)
         self.model.train()
         with self._bar(len(batches), p.step, "localize") as bar:
             for batch in iterate(self.train_set, batches, p.step, cfg.num_workers):
                 batch = to_device(batch, self.device)
+                self._set_trunk_lr(self.localize_lr(p.epoch, p.step))
                 with autocast(self.device):
                     out = self.model.encode(batch["image"], self.log_mel(batch["audio"]))
                     loss, stats = stage_one_loss(self.model, out, batch["label"], cfg.avoid_same_class,
                                                  cfg.negatives)
                 check_finite(loss, f"epoch {p.epoch}, localize step {p.step}", self.ckpt.path("last"))
                 optimizer_step(loss, [self.optimizer], self.scaler)
-                self.log.write(epoch=p.epoch, phase="localize", step=p.step, scale=self.model.scale.item(), **stats)
+                self.log.write(epoch=p.epoch, phase="localize", step=p.step, lr=self.optimizer.param_groups[0]["lr"],
+                               scale=self.model.scale.item(), **stats)
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['match_acc']:.2f}", refresh=False)
                 bar.update()
                 self._after_step()

@@ -197,3 +197,69 @@ class Checkpoints:
         if payload["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
         return Progress(**payload["progress"])
+
+
+class Interrupted(RuntimeError):
+    """Raised by ``fit(interrupt_after=...)``: simulates a crash, for resume tests and demos."""
+
+
+class ResumableRun:
+    """What every stage's trainer shares: a run folder with atomic checkpoints, a metrics log,
+    the position in the run (``Progress``), periodic saves and a simulated crash.
+
+    A subclass sets ``model``, ``scaler`` and ``cfg.checkpoint_every``, and defines
+    ``_optimizers()``, ``_extra_state()`` and ``_load_extra_state(extra)``; then calls
+    ``_open_run(run_dir, fingerprint)`` (which resumes when the folder has a ``last.pt``).
+    """
+
+    model: nn.Module
+    scaler: torch.amp.GradScaler | None
+    progress_bar: bool = True
+
+    def _open_run(self, run_dir: Path, fingerprint: dict[str, Any], first_phase: str = "localize") -> None:
+        self.ckpt = Checkpoints(run_dir, fingerprint)
+        self.log = MetricsLog(Path(run_dir) / "metrics.jsonl")
+        self.progress = Progress(phase=first_phase)
+        self._interrupt_after: int | None = None
+        if self.ckpt.path("last").exists():
+            self._resume()
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        pass
+
+    def _save(self, name: str = "last") -> Path:
+        return self.ckpt.save(name, self.model, self._optimizers(), self.progress, self._extra_state(), self.scaler)
+
+    def _resume(self) -> None:
+        payload = self.ckpt.load("last", next(self.model.parameters()).device)
+        self.progress = Checkpoints.restore(payload, self.model, self._optimizers(), self.scaler)
+        self._load_extra_state(payload["extra"])
+        p = self.progress
+        self.log.write(phase="resumed", epoch=p.epoch, at_phase=p.phase, step=p.step, global_step=p.global_step)
+
+    def _next_phase(self, phase: str) -> None:
+        self.progress.phase, self.progress.step = phase, 0
+        self._save()
+
+    def _after_step(self) -> None:
+        p = self.progress
+        p.step += 1
+        p.global_step += 1
+        if p.step % self.cfg.checkpoint_every == 0:  # type: ignore[attr-defined]
+            self._save()
+        if self._interrupt_after is not None and p.global_step >= self._interrupt_after:
+            raise Interrupted(f"interrupted after step {p.global_step}")
+
+    def _bar(self, total: int, start: int, desc: str):
+        # refresh at most every 2 s: in a notebook each refresh is a widget message, and thousands of
+        # them overflow the kernel's output channel (nbval then loses the end of the cell)
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=start, desc=f"epoch {self.progress.epoch} {desc}", unit="batch",
+                    disable=not self.progress_bar, leave=False, mininterval=2.0)

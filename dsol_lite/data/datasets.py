@@ -130,6 +130,10 @@ class SoloPairs(ClipDataset):
                                 f"a single-source clip needs exactly one on-screen source, has "
                                 f"{[s.label for s in clip.sources if s.on_screen]}")
 
+    def labels(self) -> np.ndarray:
+        """The class index of every clip's sounding object, in dataset order."""
+        return np.array([self.class_index(next(s.label for s in c.sources if s.on_screen)) for c in self.clips])
+
     def item(self, i: int) -> dict[str, torch.Tensor]:
         clip, frame = self.clips[i], self.frame_of(i)
         label = next(s.label for s in clip.sources if s.on_screen)

@@ -1,6 +1,6 @@
 """Models: the shared ResNet-18 streams and each method's heads."""
 
 from dsol_lite.models.backbones import BackbonePair, ResNet18Trunk
-from dsol_lite.models.dsol import DSOLStageOne, StageOneOutput
+from dsol_lite.models.dsol import DSOLStageOne, DSOLStageTwo, StageOneOutput, StageTwoOutput
 
-__all__ = ["BackbonePair", "ResNet18Trunk", "DSOLStageOne", "StageOneOutput"]
+__all__ = ["BackbonePair", "ResNet18Trunk", "DSOLStageOne", "DSOLStageTwo", "StageOneOutput", "StageTwoOutput"]

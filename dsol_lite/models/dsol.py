@@ -76,3 +76,47 @@ class DSOLStageOne(nn.Module):
 
     def forward(self, images: torch.Tensor, log_mel: torch.Tensor) -> torch.Tensor:
         return self.localization_map(self.encode(images, log_mel))
+
+
+@dataclass
+class StageTwoOutput:
+    stage_one: StageOneOutput
+    loc_map: torch.Tensor  # (B, h, w) stage one's localization map of the mixture, in [0, 1]
+    class_maps: torch.Tensor  # (B, K, h, w) class-aware maps (times loc_map when filtering silent objects)
+    visual_logits: torch.Tensor  # (B, K) their global average: the visual category distribution (logits)
+
+
+class DSOLStageTwo(nn.Module):
+    """Stage one's network plus the object dictionary: one map per object category.
+
+    Notebook: 04_stage_two.
+
+    ``class_maps[k] = (w * <v_fea(x), D_k> + b) * loc_map(x)``: the backbone feature at every
+    location compared with dictionary row ``k``, one scalar affine (DSOL's 1x1x1 Conv3d), times
+    the localization map so that silent objects, which look like category ``k`` but do not
+    sound, are filtered out (``filter_silent=False`` skips the product: DSOL's warm-up).
+    The affine weight starts at ``1 / mean ||D_k||^2`` so the first logits are of order one
+    (DSOL's random Conv3d initialisation makes the first steps a lottery).
+    """
+
+    def __init__(self, stage_one: DSOLStageOne, dictionary: torch.Tensor) -> None:
+        super().__init__()
+        if dictionary.dim() != 2 or dictionary.shape[1] != stage_one.backbones.channels:
+            raise ValueError(f"dictionary must be (K, {stage_one.backbones.channels}), got {tuple(dictionary.shape)}")
+        self.net = stage_one
+        self.register_buffer("dictionary", dictionary.detach().float().clone())
+        self.obj_weight = nn.Parameter(1.0 / dictionary.pow(2).sum(1).mean().clamp_min(1e-6).detach().float())
+        self.obj_bias = nn.Parameter(torch.tensor(0.0))
+
+    @property
+    def num_clusters(self) -> int:
+        return self.dictionary.shape[0]
+
+    def forward(self, images: torch.Tensor, log_mel: torch.Tensor, filter_silent: bool = True) -> StageTwoOutput:
+        out = self.net.encode(images, log_mel)
+        loc_map = self.net.localization_map(out)
+        similarity = torch.einsum("bchw,kc->bkhw", out.v_fea, self.dictionary.to(out.v_fea.dtype))
+        class_maps = self.obj_weight * similarity + self.obj_bias
+        if filter_silent:
+            class_maps = class_maps * loc_map.unsqueeze(1)
+        return StageTwoOutput(out, loc_map, class_maps, class_maps.mean(dim=(2, 3)))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dsol_lite.models.dsol import DSOLStageOne, StageOneOutput
+from dsol_lite.models.dsol import DSOLStageOne, DSOLStageTwo, StageOneOutput, StageTwoOutput
 
 
 def negative_partners(batch_size: int, labels: torch.Tensor | None = None,
@@ -80,3 +80,34 @@ def stage_one_loss(model: DSOLStageOne, out: StageOneOutput, labels: torch.Tenso
     with torch.no_grad():
         accuracy = 0.5 * ((pos > 0).float().mean() + ((neg <= 0).float().mean() if len(neg) else 1.0)).item()
     return loss, {"loss": loss.item(), "match_acc": accuracy, "negatives": int(len(neg))}
+
+
+def quadrant_maxima(logit_maps: torch.Tensor) -> torch.Tensor:
+    """``(B, h, w)`` -> ``(B, 4)``: the max of each quadrant (a 2x2 scene holds four frames)."""
+    return F.adaptive_max_pool2d(logit_maps.unsqueeze(1), 2).flatten(1)
+
+
+def stage_two_loss(model: DSOLStageTwo, out: StageTwoOutput, audio_probs: torch.Tensor,
+                   loc_weight: float = 0.5) -> tuple[torch.Tensor, dict[str, float]]:
+    """DSOL's stage-two objective. Notebook: 04_stage_two.
+
+    ``KL(audio || visual)``: the visual category distribution (softmax of the pooled class-aware
+    maps) must match the frozen stage-one audio classifier's distribution on the mixture
+    (``audio_probs``), averaged over the batch (``batchmean``; the original's ``reduce=True``
+    also divides by the number of categories). Plus ``loc_weight`` x the localization BCE that
+    keeps stage one's skill: own scene's global max -> 1; the audio against the next scene of
+    the batch, pooled into its four quadrant maxima -> 0 each.
+    """
+    net = model.net
+    s1 = out.stage_one
+    batch = s1.a_emb.shape[0]
+    kl = F.kl_div(F.log_softmax(out.visual_logits.float(), dim=1), audio_probs.float(), reduction="batchmean")
+    pos = net.logit_maps(s1.v_emb, s1.a_emb).amax(dim=(1, 2))
+    partners = negative_partners(batch).to(s1.a_emb.device)
+    neg = quadrant_maxima(net.logit_maps(s1.v_emb[partners], s1.a_emb)).flatten()
+    loc = 0.5 * (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos))
+                 + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg)))
+    loss = kl + loc_weight * loc
+    with torch.no_grad():
+        agree = (out.visual_logits.argmax(1) == audio_probs.argmax(1)).float().mean().item()
+    return loss, {"loss": loss.item(), "kl": kl.item(), "loc": loc.item(), "category_agreement": agree}

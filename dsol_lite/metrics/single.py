@@ -1,6 +1,6 @@
 """Localization metrics, each named by the protocol it comes from.
 
-Notebook: 02_stage_one (single source), 05_evaluation (all of them).
+Notebook: 02_stage_one, 05_evaluation.
 
 All functions take whole test sets as tensors: maps ``(N, H, W)`` already at image
 resolution (see ``upsample``) and ground-truth masks ``(N, H, W)`` (union of the sounding

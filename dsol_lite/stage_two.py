@@ -1,0 +1,220 @@
+"""DSOL stage two: class-aware maps matched to the audio's category distribution.
+
+Notebook: 04_stage_two.
+
+Starting from stage one's best checkpoint and the dictionary of the same clustering round, the
+network learns on multi-source scenes (DSOL's 2x2 tiles and the world's duet and cocktail
+scenes) to make the categories it *sees sounding* (class-aware maps x localization map,
+averaged) agree with the categories a frozen copy of stage one *hears* in the mixture (its
+audio classifier), while a localization BCE keeps stage one's skill. Each epoch ends with
+DSOL's multi-source CIoU@0.3 on the validation split, which picks ``best.pt``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dsol_lite.config import default_device
+from dsol_lite.data.audio import AudioConfig, LogMel
+from dsol_lite.data.datasets import MULTI_SOURCE_KINDS, MultiSourceScenes, SoloPairs
+from dsol_lite.data.schema import read_manifest
+from dsol_lite.dictionary import DictionaryRound, check_pairing, cluster_report
+from dsol_lite.errors import ConfigError, DataError
+from dsol_lite.evaluate import stage_two_maps
+from dsol_lite.metrics import cluster_maps_to_classes, dsol_multi_source, upsample
+from dsol_lite.models import DSOLStageOne, DSOLStageTwo
+from dsol_lite.objectives import stage_two_loss
+from dsol_lite.stage_one import StageOneConfig, build_stage_one
+from dsol_lite.training import (Interrupted, ResumableRun, autocast, batch_order, check_finite, iterate,
+                                optimizer_step, seed_everything, to_device)
+
+_NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache")
+
+
+@dataclass(frozen=True)
+class StageTwoConfig:
+    """DSOL's stage-two settings (defaults = the paper's); see ``STAGE_TWO_PRESETS``."""
+
+    batch_size: int = 32
+    epochs: int = 5
+    warmup_epochs: int = 0  # first epochs without the silent-object filter (DSOL's suggested pre-training)
+    filter_silent: bool = True  # class-aware maps x localization map
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    loc_weight: float = 0.5
+    kinds: tuple[str, ...] = MULTI_SOURCE_KINDS  # training scenes: 2x2 tiles, duets, cocktails
+    seed: int = 0
+    checkpoint_every: int = 100
+    num_workers: int = 0
+    cache: bool = True
+
+    def validate(self) -> "StageTwoConfig":
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size={self.batch_size}: negatives need at least 2 scenes per batch")
+        if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"epochs={self.epochs}, warmup_epochs={self.warmup_epochs}: "
+                              f"need epochs >= 1 and 0 <= warmup_epochs <= epochs")
+        unknown = set(self.kinds) - set(MULTI_SOURCE_KINDS)
+        if unknown or not self.kinds:
+            raise ConfigError(f"kinds={self.kinds}: choose from {MULTI_SOURCE_KINDS}")
+        return self
+
+
+STAGE_TWO_PRESETS = {
+    "quick": StageTwoConfig(epochs=12, warmup_epochs=2, lr=1e-3, checkpoint_every=25),
+    "full": StageTwoConfig(epochs=5, warmup_epochs=1, num_workers=4),
+}
+
+
+def load_stage_one(run_dir: str | Path, device: torch.device | str = "cpu"
+                   ) -> tuple[StageOneConfig, DSOLStageOne, DictionaryRound]:
+    """Stage one's configuration, best model and dictionary round, checked to belong together."""
+    run_dir = Path(run_dir)
+    best, dictionary = run_dir / "best.pt", run_dir / "dictionary.pt"
+    for path in (best, dictionary):
+        if not path.is_file():
+            raise DataError(path, "stage-one result is missing: train stage one first "
+                                  "(`dsol-lite run`, or StageOneTrainer(...).fit() as in notebook 02)")
+    try:
+        payload = torch.load(best, map_location=device, weights_only=True)
+        settings = json.loads(payload["fingerprint"])
+    except Exception as err:
+        raise DataError(best, f"corrupt or unreadable checkpoint ({type(err).__name__}: {err})") from None
+    fields = {f.name for f in dataclasses.fields(StageOneConfig)}
+    cfg = StageOneConfig(**{k: v for k, v in settings.items() if k in fields})
+    rnd = DictionaryRound.load(dictionary)
+    model = build_stage_one(dataclasses.replace(cfg, imagenet=False), rnd.dictionary.shape[0]).to(device)
+    model.load_state_dict(payload["model"])
+    check_pairing(rnd, model.a_classifier.state_dict())
+    return cfg, model.eval(), rnd
+
+
+def cluster_to_class(world: str | Path, rnd: DictionaryRound) -> tuple[dict[int, int], dict]:
+    """Hungarian cluster -> class map from the stage-one training clips (for evaluation only)."""
+    labels = SoloPairs(world, "train").labels()
+    if len(labels) != len(rnd.pseudo_labels):
+        raise DataError(Path(world), f"{len(labels)} training clips but dictionary round {rnd.round} has "
+                                     f"{len(rnd.pseudo_labels)} pseudo-labels: not the world stage one used")
+    classes = read_manifest(world).classes
+    report = cluster_report(rnd.pseudo_labels.numpy(), labels, rnd.dictionary.shape[0], len(classes))
+    return report["mapping"], report
+
+
+class StageTwoTrainer(ResumableRun):
+    def __init__(self, world: str | Path, run_dir: str | Path, stage_one_dir: str | Path, cfg: StageTwoConfig,
+                 device: torch.device | None = None, progress_bar: bool = True) -> None:
+        self.cfg, self.world, self.run_dir = cfg.validate(), Path(world), Path(run_dir)
+        self.device = device or default_device()
+        self.progress_bar = progress_bar
+        self.stage_one_cfg, stage_one, self.round = load_stage_one(stage_one_dir, self.device)
+        size = self.stage_one_cfg.image_size
+        self.train_set = MultiSourceScenes(world, "train", cfg.kinds, image_size=size, train=True, seed=cfg.seed,
+                                           cache=cfg.cache)
+        self.val_set = MultiSourceScenes(world, "val", image_size=size, cache=cfg.cache)
+        if len(self.train_set) < cfg.batch_size:
+            raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {len(self.train_set)} training scenes")
+        self.mapping, _ = cluster_to_class(world, self.round)
+        self.classes = self.train_set.classes
+        seed_everything(cfg.seed)
+        self.teacher = copy.deepcopy(stage_one).eval().requires_grad_(False)  # hears the mixture, frozen
+        self.model = DSOLStageTwo(stage_one, self.round.dictionary).to(self.device)
+        self.log_mel = LogMel(AudioConfig()).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
+        self.best = float("-inf")
+        fingerprint = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
+        manifest = read_manifest(world)
+        fingerprint["world"] = f"{manifest.name}:{len(manifest.clips)}:{manifest.source.get('fingerprint', '')}"
+        fingerprint["dictionary"] = f"round {self.round.round}:{self.round.digest}"
+        self._open_run(self.run_dir, fingerprint, first_phase="train")
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"all": self.optimizer}
+
+    def _extra_state(self) -> dict:
+        return {"best": self.best}
+
+    def _load_extra_state(self, extra: dict) -> None:
+        self.best = float(extra["best"])
+
+    def filtering(self, epoch: int) -> bool:
+        """Whether the silent-object filter is on in this epoch (off during the warm-up)."""
+        return self.cfg.filter_silent and epoch >= self.cfg.warmup_epochs
+
+    @torch.no_grad()
+    def audio_categories(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """The frozen stage-one audio classifier's category distribution of each mixture."""
+        return torch.softmax(self.teacher.a_classifier(self.teacher.backbones.audio(log_mel)).float(), dim=1)
+
+    def fit(self, interrupt_after: int | None = None) -> dict:
+        """Train until ``cfg.epochs`` are done (resuming if the run folder has a checkpoint)."""
+        self._interrupt_after = interrupt_after
+        p = self.progress
+        while p.epoch < self.cfg.epochs:
+            if p.phase == "train":
+                self._train_epoch()
+                self._next_phase("validate")
+            if p.phase == "validate":
+                self._validate()
+                p.epoch += 1
+                self._next_phase("train")
+        return {"best_val_ciou@0.3": self.best, "epochs": p.epoch, "steps": p.global_step}
+
+    def _train_epoch(self) -> None:
+        p, cfg = self.progress, self.cfg
+        batches = batch_order(len(self.train_set), cfg.batch_size, cfg.seed, p.epoch, 0)
+        self.train_set.set_epoch(p.epoch)
+        self.model.train()
+        filter_silent = self.filtering(p.epoch)
+        with self._bar(len(batches), p.step, "stage two") as bar:
+            for batch in iterate(self.train_set, batches, p.step, cfg.num_workers):
+                batch = to_device(batch, self.device)
+                spec = self.log_mel(batch["audio"])
+                target = self.audio_categories(spec)
+                with autocast(self.device):
+                    out = self.model(batch["image"], spec, filter_silent=filter_silent)
+                    loss, stats = stage_two_loss(self.model, out, target, cfg.loc_weight)
+                check_finite(loss, f"epoch {p.epoch}, stage-two step {p.step}", self.ckpt.path("last"))
+                optimizer_step(loss, [self.optimizer], self.scaler)
+                self.log.write(epoch=p.epoch, phase="train", step=p.step, filter_silent=filter_silent, **stats)
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", agree=f"{stats['category_agreement']:.2f}", refresh=False)
+                bar.update()
+                self._after_step()
+
+    def evaluate(self, dataset: MultiSourceScenes, model: DSOLStageTwo | None = None) -> dict:
+        """DSOL's multi-source protocol on a dataset (class maps from the Hungarian mapping)."""
+        maps = stage_two_maps(model or self.model, dataset, self.log_mel, self.device)
+        size = maps["class_boxes"].shape[-1]
+        class_maps = cluster_maps_to_classes(maps["class_maps"], self.mapping, len(self.classes))
+        up = upsample(class_maps.flatten(0, 1), size).view(*class_maps.shape[:2], size, size)
+        return dsol_multi_source(up, maps["class_boxes"], maps["sounding"])
+
+    def _validate(self) -> None:
+        p = self.progress
+        val = self.evaluate(self.val_set)
+        self.log.write(epoch=p.epoch, phase="validate", **{"val_ciou@0.3": val["ciou@0.3"], "val_auc": val["auc"],
+                                                           "val_nsa": val["nsa"]})
+        # the filter changes what the maps mean: only filtered epochs compete (unless it is switched off)
+        eligible = self.filtering(p.epoch) or not self.cfg.filter_silent
+        if eligible and val["ciou@0.3"] > self.best:
+            self.best = val["ciou@0.3"]
+            self._save("best")
+            self.log.write(epoch=p.epoch, phase="select", best=self.best)
+
+    def load_best(self) -> DSOLStageTwo:
+        """The model of the best validation epoch (a fresh module on this trainer's device)."""
+        payload = self.ckpt.load("best", self.device)
+        stage_one = build_stage_one(dataclasses.replace(self.stage_one_cfg, imagenet=False), self.round.dictionary.shape[0])
+        model = DSOLStageTwo(stage_one, self.round.dictionary).to(self.device)
+        model.load_state_dict(payload["model"])
+        return model.eval()
+
+
+__all__ = ["StageTwoConfig", "STAGE_TWO_PRESETS", "StageTwoTrainer", "Interrupted", "load_stage_one",
+           "cluster_to_class"]
