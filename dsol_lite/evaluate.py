@@ -10,6 +10,7 @@ from torch import nn
 
 from dsol_lite.data.audio import LogMel
 from dsol_lite.data.datasets import ClipDataset
+from dsol_lite.dictionary import object_features
 from dsol_lite.metrics import centre_prior, dsol_single_source, ezvsl, random_maps, upsample
 from dsol_lite.training import iterate, sequential_batches, to_device
 
@@ -17,13 +18,18 @@ from dsol_lite.training import iterate, sequential_batches, to_device
 @torch.no_grad()
 def localization_maps(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
                       batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Maps ``(N, h, w)`` of every clip with its own audio, and the GT masks ``(N, S, S)``."""
+    """Maps ``(N, h, w)`` of every clip with its own audio, and the GT masks ``(N, S, S)`` (the union
+    of the sounding boxes, for single- and multi-source datasets alike)."""
     model.eval()
     maps, gts = [], []
     for batch in iterate(dataset, sequential_batches(len(dataset), batch_size)):
         batch = to_device(batch, device)
         maps.append(model(batch["image"], log_mel(batch["audio"])).float().cpu())
-        gts.append(batch["gt_mask"].cpu() > 0.5)
+        if "gt_mask" in batch:
+            gts.append(batch["gt_mask"].cpu() > 0.5)
+        else:  # multi-source scenes: the union of the sounding objects' boxes
+            heard = batch["sounding"][:, :, None, None] > 0
+            gts.append(((batch["class_boxes"] > 0.5) & heard.to(batch["class_boxes"].device)).any(1).cpu())
     return torch.cat(maps), torch.cat(gts)
 
 
@@ -78,21 +84,43 @@ def matching_accuracy(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, d
 
 
 @torch.no_grad()
+def extract_object_features(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
+                            threshold: float = 0.05, feature_norm: str = "mask", batch_size: int = 64
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Object features (masked means, see ``dictionary.object_features``), audio features and true
+    labels of every clip of a single-source dataset, and how many clips had an empty mask."""
+    model.eval()
+    objs, auds, labels, empty = [], [], [], 0
+    for batch in iterate(dataset, sequential_batches(len(dataset), batch_size)):
+        batch = to_device(batch, device)
+        out = model.encode(batch["image"], log_mel(batch["audio"]))
+        feats, no_mask = object_features(out.v_fea.float(), model.localization_map(out).float(), threshold,
+                                         feature_norm)
+        objs.append(feats.cpu())
+        auds.append(out.a_fea.float().cpu())
+        labels.append(batch["label"].cpu())
+        empty += int(no_mask.sum())
+    return torch.cat(objs), torch.cat(auds), torch.cat(labels), empty
+
+
+@torch.no_grad()
 def stage_two_maps(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
                    filter_silent: bool = True, batch_size: int = 64) -> dict[str, torch.Tensor]:
     """Class-aware maps ``(N, K, h, w)``, localization maps ``(N, h, w)`` and the ground truth
-    (``class_boxes`` (N, C, S, S) bool, boxes of sounding objects only; ``sounding``, ``present``
-    (N, C)) of every multi-source scene."""
+    (``class_boxes`` (N, C, S, S) bool, boxes of sounding objects only; ``silent_boxes`` (N, S, S)
+    the union of the silent objects' boxes; ``sounding``, ``present`` (N, C)) of every scene."""
     model.eval()
-    keys = ("class_maps", "loc_maps", "class_boxes", "sounding", "present")
+    keys = ("class_maps", "loc_maps", "class_boxes", "silent_boxes", "sounding", "present")
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     for batch in iterate(dataset, sequential_batches(len(dataset), batch_size)):
         out = model(batch["image"].to(device), log_mel(batch["audio"].to(device)), filter_silent=filter_silent)
         parts["class_maps"].append(out.class_maps.float().cpu())
         parts["loc_maps"].append(out.loc_map.float().cpu())
-        parts["class_boxes"].append((batch["class_boxes"] > 0.5) & (batch["sounding"][:, :, None, None] > 0))
+        boxes, heard = batch["class_boxes"] > 0.5, batch["sounding"][:, :, None, None] > 0
+        parts["class_boxes"].append(boxes & heard)
+        parts["silent_boxes"].append((boxes & ~heard).any(1))
         parts["sounding"].append(batch["sounding"])
         parts["present"].append(batch["present"])
     return {k: torch.cat(v) for k, v in parts.items()}
 __all__ = ["localization_maps", "mean_box_area", "evaluate_single_source", "scalar_table", "matching_accuracy",
-           "stage_two_maps"]
+           "extract_object_features", "stage_two_maps"]

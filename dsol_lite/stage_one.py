@@ -25,15 +25,14 @@ from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel
 from dsol_lite.data.datasets import SoloPairs
 from dsol_lite.data.schema import read_manifest
-from dsol_lite.dictionary import (DictionaryRound, build_dictionary, cluster_report, object_features,
-                                  run_kmeans)
+from dsol_lite.dictionary import DictionaryRound, build_dictionary, cluster_report, run_kmeans
 from dsol_lite.errors import ConfigError
-from dsol_lite.evaluate import localization_maps
+from dsol_lite.evaluate import extract_object_features, localization_maps
 from dsol_lite.metrics import dsol_single_source, upsample
 from dsol_lite.models import BackbonePair, DSOLStageOne
 from dsol_lite.objectives import stage_one_loss
 from dsol_lite.training import (Interrupted, ResumableRun, autocast, batch_order, check_finite, iterate,
-                                optimizer_step, seed_everything, sequential_batches, to_device)
+                                optimizer_step, seed_everything, to_device)
 
 _NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache")
 
@@ -205,21 +204,10 @@ class StageOneTrainer(ResumableRun):
                 bar.update()
                 self._after_step()
 
-    @torch.no_grad()
     def extract(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """Object features, audio features and true labels of every training clip (eval mode)."""
-        self.model.eval()
-        objs, auds, labels, empty = [], [], [], 0
-        for batch in iterate(self.feature_set, sequential_batches(len(self.feature_set), 64)):
-            batch = to_device(batch, self.device)
-            out = self.model.encode(batch["image"], self.log_mel(batch["audio"]))
-            feats, no_mask = object_features(out.v_fea.float(), self.model.localization_map(out).float(),
-                                             self.cfg.mask_threshold, self.cfg.feature_norm)
-            objs.append(feats.cpu())
-            auds.append(out.a_fea.float().cpu())
-            labels.append(batch["label"].cpu())
-            empty += int(no_mask.sum())
-        return torch.cat(objs), torch.cat(auds), torch.cat(labels), empty
+        return extract_object_features(self.model, self.feature_set, self.log_mel, self.device,
+                                       self.cfg.mask_threshold, self.cfg.feature_norm)
 
     def _cluster(self) -> None:
         p = self.progress

@@ -95,6 +95,25 @@ def load_stage_one(run_dir: str | Path, device: torch.device | str = "cpu"
     return cfg, model.eval(), rnd
 
 
+def load_stage_two(path: str | Path, stage_one_cfg: StageOneConfig, rnd: DictionaryRound,
+                   device: torch.device | str = "cpu") -> DSOLStageTwo:
+    """A stage-two checkpoint (``best.pt`` or ``last.pt``) as an eval-mode model."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "stage-two checkpoint is missing: train stage two first (`dsol-lite run`, or "
+                              "StageTwoTrainer(...).fit() as in notebook 04)")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)["model"]
+    except Exception as err:
+        raise DataError(path, f"corrupt or unreadable checkpoint ({type(err).__name__}: {err})") from None
+    stage_one = build_stage_one(dataclasses.replace(stage_one_cfg, imagenet=False), rnd.dictionary.shape[0])
+    model = DSOLStageTwo(stage_one, rnd.dictionary).to(device)
+    if not torch.equal(state["dictionary"].cpu(), rnd.dictionary.float().cpu()):
+        raise ConfigError(f"{path}: stage two was trained with another dictionary than round {rnd.round}")
+    model.load_state_dict(state)
+    return model.eval()
+
+
 def cluster_to_class(world: str | Path, rnd: DictionaryRound) -> tuple[dict[int, int], dict]:
     """Hungarian cluster -> class map from the stage-one training clips (for evaluation only)."""
     labels = SoloPairs(world, "train").labels()
@@ -209,12 +228,9 @@ class StageTwoTrainer(ResumableRun):
 
     def load_best(self) -> DSOLStageTwo:
         """The model of the best validation epoch (a fresh module on this trainer's device)."""
-        payload = self.ckpt.load("best", self.device)
-        stage_one = build_stage_one(dataclasses.replace(self.stage_one_cfg, imagenet=False), self.round.dictionary.shape[0])
-        model = DSOLStageTwo(stage_one, self.round.dictionary).to(self.device)
-        model.load_state_dict(payload["model"])
-        return model.eval()
+        self.ckpt.load("best", self.device)  # checks the configuration fingerprint
+        return load_stage_two(self.ckpt.path("best"), self.stage_one_cfg, self.round, self.device)
 
 
 __all__ = ["StageTwoConfig", "STAGE_TWO_PRESETS", "StageTwoTrainer", "Interrupted", "load_stage_one",
-           "cluster_to_class"]
+           "load_stage_two", "cluster_to_class"]

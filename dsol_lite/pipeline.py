@@ -1,0 +1,187 @@
+"""The main job: world -> stage one -> dictionary -> stage two -> evaluation -> report.
+
+Notebook: 05_evaluation (``evaluate_run``); the README's first command (``dsol-lite run``).
+
+    dsol-lite run                       # quick preset on CPU, full on GPU; writes runs/<preset>/
+
+Every stage resumes: the world is generated only if missing, each trainer continues from its
+last checkpoint, and a finished stage returns at once. The run folder holds ``stage_one/``,
+``stage_two/`` (checkpoints and ``metrics.jsonl``), ``metrics.json``, ``report.md`` and
+``figures/``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dsol_lite.config import default_device
+from dsol_lite.data.audio import AudioConfig, LogMel
+from dsol_lite.data.datasets import MultiSourceScenes, SoloPairs
+from dsol_lite.data.schema import MANIFEST_FILE, read_manifest
+from dsol_lite.errors import ConfigError
+from dsol_lite.evaluate import (evaluate_single_source, extract_object_features, localization_maps, mean_box_area,
+                                scalar_table, stage_two_maps)
+from dsol_lite.metrics import avgn_multi_source, cluster_maps_to_classes, dsol_multi_source, silent_object_scores, upsample
+from dsol_lite.models import DSOLStageTwo
+from dsol_lite.report import class_map_gallery, cluster_plot, heatmap_gallery, training_curves, write_report
+from dsol_lite.stage_one import STAGE_ONE_PRESETS, StageOneConfig, StageOneTrainer
+from dsol_lite.stage_two import (STAGE_TWO_PRESETS, StageTwoConfig, StageTwoTrainer, cluster_to_class, load_stage_one,
+                                 load_stage_two)
+from dsol_lite.training import MetricsLog
+
+MULTI_KINDS = ("cocktail", "grid2x2", "duet")
+
+
+@dataclass(frozen=True)
+class PipelinePreset:
+    world: str  # the synthetic world preset generated when the world folder is missing
+    stage_one: StageOneConfig
+    stage_two: StageTwoConfig
+
+
+PIPELINE_PRESETS = {
+    "quick": PipelinePreset("quick", STAGE_ONE_PRESETS["quick"], STAGE_TWO_PRESETS["quick"]),
+    "full": PipelinePreset("full", STAGE_ONE_PRESETS["full"], STAGE_TWO_PRESETS["full"]),
+}
+
+
+def ensure_world(world: Path, preset_name: str, progress: bool = True) -> Path:
+    """Use the dataset at ``world`` if it has a manifest; otherwise generate the preset's world there."""
+    from dsol_lite.synth.config import preset
+    from dsol_lite.synth.writer import generate_world
+
+    if (world / MANIFEST_FILE).exists():
+        read_manifest(world)  # validates, with errors naming the file
+        return world
+    return generate_world(preset(preset_name), world, progress=progress)
+
+
+def _multi_rows(model: DSOLStageTwo, dataset: MultiSourceScenes, log_mel: LogMel, device: torch.device,
+                mapping: dict[int, int], filter_silent: bool = True) -> tuple[dict, dict]:
+    maps = stage_two_maps(model, dataset, log_mel, device, filter_silent=filter_silent)
+    size = maps["class_boxes"].shape[-1]
+    k = len(dataset.classes)
+    class_maps = cluster_maps_to_classes(maps["class_maps"], mapping, k)
+    up = upsample(class_maps.flatten(0, 1), size).view(len(class_maps), k, size, size)
+    dsol = dsol_multi_source(up, maps["class_boxes"], maps["sounding"])
+    avgn = avgn_multi_source(up, maps["class_boxes"], maps["sounding"])
+    row = {"ciou@0.3": dsol["ciou@0.3"], "auc": dsol["auc"], "nsa": dsol["nsa"],
+           "avgn_ciou@0.3": avgn["ciou@0.3"], "cap": avgn["cap"], "piap": avgn["piap"]}
+    return row, {"up": up, **maps}
+
+
+def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | None = None) -> tuple[dict, dict]:
+    """Score a finished run on the test split; returns ``(results, figures)``."""
+    world, run_dir = Path(world), Path(run_dir)
+    device = device or default_device()
+    s1_cfg, s1_model, rnd = load_stage_one(run_dir / "stage_one", device)
+    s2_model = load_stage_two(run_dir / "stage_two" / "best.pt", s1_cfg, rnd, device)
+    mapping, report = cluster_to_class(world, rnd)
+    size, log_mel = s1_cfg.image_size, LogMel(AudioConfig()).to(device)
+    classes = read_manifest(world).classes
+
+    solo = SoloPairs(world, "test", image_size=size)
+    prior_area = mean_box_area(SoloPairs(world, "train", image_size=size))
+    maps1, gt = localization_maps(s1_model, solo, log_mel, device)
+    table = evaluate_single_source(maps1, gt, prior_area)
+    maps2, _ = localization_maps(s2_model.net, solo, log_mel, device)
+    after = scalar_table(evaluate_single_source(maps2, gt, prior_area))["model"]
+    solo_rows = {"DSOL stage one": scalar_table(table)["model"], "DSOL after stage two": after,
+                 "centre prior": scalar_table(table)["centre prior"], "random": scalar_table(table)["random"]}
+
+    untrained = DSOLStageTwo(s1_model, rnd.dictionary).to(device)  # the dictionary without stage-two training
+    multi, keep = {}, {}
+    for kind in MULTI_KINDS:
+        scenes = MultiSourceScenes(world, "test", (kind,), image_size=size)
+        rows = {}
+        rows["DSOL stage two"], keep[kind] = _multi_rows(s2_model, scenes, log_mel, device, mapping)
+        rows["stage two, no silent filter"], _ = _multi_rows(s2_model, scenes, log_mel, device, mapping, False)
+        rows["stage-one dictionary, untrained"], _ = _multi_rows(untrained, scenes, log_mel, device, mapping)
+        multi[kind] = rows
+
+    silent: dict[str, list] = {"DSOL stage one (localization map)": [], "DSOL stage two (max over classes)": []}
+    sounding_masks, silent_masks = [], []
+    for kind in ("cocktail", "grid2x2"):
+        m = keep[kind]
+        sounding_masks.append(m["class_boxes"].any(1))
+        silent_masks.append(m["silent_boxes"])
+        silent["DSOL stage one (localization map)"].append(upsample(
+            localization_maps(s1_model, MultiSourceScenes(world, "test", (kind,), image_size=size), log_mel,
+                              device)[0], size))
+        silent["DSOL stage two (max over classes)"].append(m["up"].amax(1))
+    silent_rows = {name: silent_object_scores(torch.cat(v), torch.cat(sounding_masks), torch.cat(silent_masks))
+                   for name, v in silent.items()}
+
+    feats, _, labels, _ = extract_object_features(s1_model, SoloPairs(world, "train", image_size=size), log_mel,
+                                                  device, s1_cfg.mask_threshold, s1_cfg.feature_norm)
+    n = min(12, len(solo))
+    figures = {
+        "solo_gallery": heatmap_gallery(torch.stack([solo[i]["image"] for i in range(n)]),
+                                        upsample(maps1[:n], size), gt[:n], table["model"]["_dsol"]["iou"][:n]),
+        "class_maps": _class_map_figure(keep["cocktail"], world, size, classes),
+        "clusters": cluster_plot(feats, rnd.pseudo_labels.numpy(), labels.numpy(), classes),
+        "training_curves": training_curves(MetricsLog(run_dir / "stage_one" / "metrics.jsonl").read(),
+                                           MetricsLog(run_dir / "stage_two" / "metrics.jsonl").read()),
+    }
+    results = {"solo": solo_rows, "multi": multi, "silent_objects": silent_rows,
+               "dictionary": {"round": rnd.round, "nmi": report["nmi"], "purity": report["purity"],
+                              "hungarian_acc": report["hungarian_acc"], "mapping": mapping}}
+    return results, figures
+
+
+def _class_map_figure(maps: dict, world: Path, size: int, classes: tuple[str, ...], n: int = 4):
+    scenes = MultiSourceScenes(world, "test", ("cocktail",), image_size=size)
+    with_silent = [i for i in range(len(scenes)) if maps["silent_boxes"][i].any()][:n] or list(range(min(n, len(scenes))))
+    images = torch.stack([scenes[i]["image"] for i in with_silent])
+    idx = torch.tensor(with_silent, dtype=torch.long)
+    return class_map_gallery(images, maps["up"][idx], upsample(maps["loc_maps"][idx], size),
+                             maps["class_boxes"][idx], maps["sounding"][idx], maps["present"][idx], classes)
+
+
+def run_pipeline(preset: str | None = None, world: str | Path | None = None, runs: str | Path = "runs",
+                 name: str | None = None, device: torch.device | None = None, progress: bool = True,
+                 stage_one: StageOneConfig | None = None, stage_two: StageTwoConfig | None = None) -> Path:
+    """Run (or resume) every stage and write the report; returns the run folder.
+
+    ``stage_one`` / ``stage_two`` replace the preset's settings (tests use tiny networks).
+    """
+    device = device or default_device()
+    preset = preset or ("quick" if device.type == "cpu" else "full")
+    if preset not in PIPELINE_PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PIPELINE_PRESETS)}")
+    p = PIPELINE_PRESETS[preset]
+    s1, s2 = stage_one or p.stage_one, stage_two or p.stage_two
+    world = Path(world) if world is not None else Path("worlds") / p.world
+    run_dir = Path(runs) / (name or preset)
+    seconds = {}
+
+    start = time.perf_counter()
+    ensure_world(world, p.world, progress)
+    seconds["world"] = time.perf_counter() - start
+    start = time.perf_counter()
+    StageOneTrainer(world, run_dir / "stage_one", s1, device, progress).fit()
+    seconds["stage_one"] = time.perf_counter() - start
+    start = time.perf_counter()
+    StageTwoTrainer(world, run_dir / "stage_two", run_dir / "stage_one", s2, device, progress).fit()
+    seconds["stage_two"] = time.perf_counter() - start
+    start = time.perf_counter()
+    results, figures = evaluate_run(world, run_dir, device)
+    seconds["evaluate"] = time.perf_counter() - start
+    manifest = read_manifest(world)
+    results["setup"] = {"world": str(world), "classes": len(manifest.classes), "preset": preset, "device": device.type,
+                        "seconds": seconds, "round": results["dictionary"]["round"],
+                        "nmi": results["dictionary"]["nmi"], "purity": results["dictionary"]["purity"]}
+    path = run_dir / "metrics.json"
+    tmp = path.with_suffix(".json.part")
+    tmp.write_text(json.dumps(results, indent=2, sort_keys=True, default=float))
+    tmp.replace(path)
+    write_report(run_dir, results, figures)
+    return run_dir
+
+
+__all__ = ["PIPELINE_PRESETS", "run_pipeline", "evaluate_run", "ensure_world"]

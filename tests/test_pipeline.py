@@ -1,0 +1,50 @@
+"""The main job end to end on the tiny world: resume stage by stage, metrics, report, CLI errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from dsol_lite.cli import main
+from dsol_lite.pipeline import run_pipeline
+from dsol_lite.stage_one import STAGE_ONE_PRESETS
+from dsol_lite.stage_two import STAGE_TWO_PRESETS, Interrupted, StageTwoTrainer
+
+S1 = dataclasses.replace(STAGE_ONE_PRESETS["quick"], width=8, image_size=64, epochs=2, batch_size=8,
+                         class_passes=1, checkpoint_every=2)
+S2 = dataclasses.replace(STAGE_TWO_PRESETS["quick"], batch_size=8, epochs=2, warmup_epochs=1, checkpoint_every=2)
+CPU = torch.device("cpu")
+
+
+def test_pipeline_resumes_an_interrupted_stage_and_writes_the_report(tiny_world, tiny_stage_one, tmp_path):
+    import shutil
+
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(tiny_stage_one, run / "stage_one")  # stage one finished earlier
+    with pytest.raises(Interrupted):  # stage two crashed after 3 steps
+        StageTwoTrainer(tiny_world, run / "stage_two", run / "stage_one", S2, CPU, False).fit(interrupt_after=3)
+    out = run_pipeline("quick", tiny_world, tmp_path / "runs", "tiny", CPU, False, stage_one=S1, stage_two=S2)
+    assert out == run
+    one = [json.loads(line) for line in (run / "stage_one" / "metrics.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in (run / "stage_two" / "metrics.jsonl").read_text().splitlines()]
+    assert one[-1]["phase"] != "localize"  # stage one was complete: no new training steps
+    assert any(r.get("phase") == "resumed" for r in two) and two[-1]["epoch"] == S2.epochs - 1
+    results = json.loads((run / "metrics.json").read_text())
+    assert set(results["multi"]) == {"cocktail", "grid2x2", "duet"}
+    for row in results["solo"].values():
+        assert 0 <= row["dsol_iou@0.5"] <= 1
+    report = (run / "report.md").read_text()
+    for figure in ("solo_gallery", "class_maps", "clusters", "training_curves"):
+        assert (run / "figures" / f"{figure}.png").stat().st_size > 1000
+        assert f"figures/{figure}.png" in report
+    assert "| DSOL stage two |" in report and "centre prior" in report
+
+
+def test_cli_run_reports_an_impossible_config(tiny_world, tmp_path, capsys):
+    # the quick preset's batch of 32 scenes is larger than the tiny world's 24 multi-source training scenes
+    code = main(["run", "--world", str(tiny_world), "--runs", str(tmp_path), "--device", "cpu", "--no-progress"])
+    assert code == 2
+    assert "larger than" in capsys.readouterr().err
