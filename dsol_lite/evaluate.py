@@ -5,6 +5,8 @@ Notebook: 02_stage_one, 05_evaluation.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
@@ -83,14 +85,20 @@ def matching_accuracy(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, d
 
 
 
+class ClipFeatures(NamedTuple):
+    objects: torch.Tensor  # (N, C) object features (masked means)
+    audio: torch.Tensor  # (N, C) audio features
+    visual: torch.Tensor  # (N, C) average-pooled visual features (what the visual pseudo-label head sees)
+    labels: torch.Tensor  # (N,) true classes (for reporting only)
+    empty: int  # clips whose mask was empty (their peak cell was used)
+
+
 @torch.no_grad()
 def extract_object_features(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
-                            threshold: float = 0.05, feature_norm: str = "mask", batch_size: int = 64
-                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Object features (masked means, see ``dictionary.object_features``), audio features and true
-    labels of every clip of a single-source dataset, and how many clips had an empty mask."""
+                            threshold: float = 0.05, feature_norm: str = "mask", batch_size: int = 64) -> ClipFeatures:
+    """Object, audio and pooled visual features of every clip of a single-source dataset (eval mode)."""
     model.eval()
-    objs, auds, labels, empty = [], [], [], 0
+    objs, auds, vis, labels, empty = [], [], [], [], 0
     for batch in iterate(dataset, sequential_batches(len(dataset), batch_size)):
         batch = to_device(batch, device)
         out = model.encode(batch["image"], log_mel(batch["audio"]))
@@ -98,9 +106,10 @@ def extract_object_features(model: nn.Module, dataset: ClipDataset, log_mel: Log
                                          feature_norm)
         objs.append(feats.cpu())
         auds.append(out.a_fea.float().cpu())
+        vis.append(out.v_fea.float().mean(dim=(2, 3)).cpu())
         labels.append(batch["label"].cpu())
         empty += int(no_mask.sum())
-    return torch.cat(objs), torch.cat(auds), torch.cat(labels), empty
+    return ClipFeatures(torch.cat(objs), torch.cat(auds), torch.cat(vis), torch.cat(labels), empty)
 
 
 @torch.no_grad()
@@ -123,4 +132,4 @@ def stage_two_maps(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, devi
         parts["present"].append(batch["present"])
     return {k: torch.cat(v) for k, v in parts.items()}
 __all__ = ["localization_maps", "mean_box_area", "evaluate_single_source", "scalar_table", "matching_accuracy",
-           "extract_object_features", "stage_two_maps"]
+           "ClipFeatures", "extract_object_features", "stage_two_maps"]

@@ -117,14 +117,14 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
     silent_rows = {name: silent_object_scores(torch.cat(v), torch.cat(sounding_masks), torch.cat(silent_masks))
                    for name, v in silent.items()}
 
-    feats, _, labels, _ = extract_object_features(s1_model, SoloPairs(world, "train", image_size=size), log_mel,
-                                                  device, s1_cfg.mask_threshold, s1_cfg.feature_norm)
+    feats = extract_object_features(s1_model, SoloPairs(world, "train", image_size=size), log_mel, device,
+                                    s1_cfg.mask_threshold, s1_cfg.feature_norm)
     n = min(12, len(solo))
     figures = {
         "solo_gallery": heatmap_gallery(torch.stack([solo[i]["image"] for i in range(n)]),
                                         upsample(maps1[:n], size), gt[:n], table["model"]["_dsol"]["iou"][:n]),
         "class_maps": _class_map_figure(keep["cocktail"], world, size, classes),
-        "clusters": cluster_plot(feats, rnd.pseudo_labels.numpy(), labels.numpy(), classes),
+        "clusters": cluster_plot(feats.objects, rnd.pseudo_labels.numpy(), feats.labels.numpy(), classes),
         "training_curves": training_curves(MetricsLog(run_dir / "stage_one" / "metrics.jsonl").read(),
                                            MetricsLog(run_dir / "stage_two" / "metrics.jsonl").read()),
     }

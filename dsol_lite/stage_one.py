@@ -125,6 +125,8 @@ class StageOneTrainer(ResumableRun):
         self._new_heads_optimizer()
         self.scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
         self.round, self.dictionary, self.pseudo_labels = -1, None, None
+        self.round_stats: dict[str, float] = {}
+        self._head_inputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self.best = float("-inf")
         self._open_run(self.run_dir, cfg.fingerprint(self.world))
 
@@ -138,11 +140,12 @@ class StageOneTrainer(ResumableRun):
 
     def _extra_state(self) -> dict:
         return {"round": self.round, "best": self.best, "dictionary": self.dictionary,
-                "pseudo_labels": self.pseudo_labels}
+                "pseudo_labels": self.pseudo_labels, "round_stats": self.round_stats}
 
     def _load_extra_state(self, extra: dict) -> None:
         self.round, self.best = int(extra["round"]), float(extra["best"])
         self.dictionary, self.pseudo_labels = extra["dictionary"], extra["pseudo_labels"]
+        self.round_stats = dict(extra.get("round_stats", {}))
 
     # -- the loop -----------------------------------------------------------------------
     def fit(self, interrupt_after: int | None = None) -> dict:
@@ -206,8 +209,10 @@ class StageOneTrainer(ResumableRun):
 
     def extract(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """Object features, audio features and true labels of every training clip (eval mode)."""
-        return extract_object_features(self.model, self.feature_set, self.log_mel, self.device,
-                                       self.cfg.mask_threshold, self.cfg.feature_norm)
+        f = extract_object_features(self.model, self.feature_set, self.log_mel, self.device,
+                                    self.cfg.mask_threshold, self.cfg.feature_norm)
+        self._head_inputs = (f.visual, f.audio)  # what the pseudo-label heads see, for a frozen trunk
+        return f.objects, f.audio, f.labels, f.empty
 
     def _cluster(self) -> None:
         p = self.progress
@@ -215,6 +220,7 @@ class StageOneTrainer(ResumableRun):
         feats, _, labels, empty = self.extract()
         assign = run_kmeans(feats, self.k, seed=self.cfg.seed * 1000 + p.epoch)
         report = cluster_report(assign, labels.numpy(), self.k, len(self.classes))
+        self.round_stats = {k: report[k] for k in ("nmi", "purity", "hungarian_acc")}
         self.round = p.epoch
         self.dictionary = build_dictionary(feats, assign, self.k)
         self.pseudo_labels = torch.as_tensor(assign, dtype=torch.long)
@@ -226,41 +232,60 @@ class StageOneTrainer(ResumableRun):
 
     def _classify(self) -> None:
         p, cfg = self.progress, self.cfg
-        self._set_trunk_lr(cfg.lr if cfg.class_lr is None else cfg.class_lr)
-        frozen = cfg.class_lr == 0  # only the heads learn; BatchNorm statistics stay as they are
         per_pass = len(self.train_set) // cfg.batch_size
-        self.model.train()
-        if frozen:
-            self.model.backbones.eval()
         with self._bar(per_pass * cfg.class_passes, p.step, "classify") as bar:
             while p.step < per_pass * cfg.class_passes:
                 n_pass, start = divmod(p.step, per_pass)
                 batches = batch_order(len(self.train_set), cfg.batch_size, cfg.seed, p.epoch, 1 + n_pass)
-                self.train_set.set_epoch(p.epoch * 100 + 1 + n_pass)
-                for batch in iterate(self.train_set, batches, start, cfg.num_workers):
-                    batch = to_device(batch, self.device)
-                    target = self.pseudo_labels.to(self.device)[batch["index"]]
-                    with autocast(self.device):
-                        with torch.set_grad_enabled(not frozen):
-                            out = self.model.encode(batch["image"], self.log_mel(batch["audio"]))
-                        v_logits, a_logits = self.model.class_logits(out)
-                        loss = F.cross_entropy(v_logits, target) + F.cross_entropy(a_logits, target)
-                    check_finite(loss, f"epoch {p.epoch}, classify step {p.step}", self.ckpt.path("last"))
-                    optimizer_step(loss, [self.heads_optimizer] if frozen else [self.optimizer, self.heads_optimizer],
-                                   self.scaler)
-                    acc_v = (v_logits.argmax(1) == target).float().mean().item()
-                    acc_a = (a_logits.argmax(1) == target).float().mean().item()
-                    self.log.write(epoch=p.epoch, phase="classify", step=p.step, loss=loss.item(),
-                                   visual_acc=acc_v, audio_acc=acc_a)
-                    bar.update()
-                    self._after_step()
+                if cfg.class_lr == 0:
+                    self._classify_heads_only(batches[start:], bar)
+                else:
+                    self._classify_with_trunk(batches, start, n_pass, bar)
         if self.dictionary is not None:
             self._current_round().save(self.run_dir / f"dictionary_round{self.round:02d}.pt")
+
+    def _classify_step(self, v_logits: torch.Tensor, a_logits: torch.Tensor, target: torch.Tensor,
+                       optimizers: list[torch.optim.Optimizer], bar) -> None:
+        p = self.progress
+        loss = F.cross_entropy(v_logits.float(), target) + F.cross_entropy(a_logits.float(), target)
+        check_finite(loss, f"epoch {p.epoch}, classify step {p.step}", self.ckpt.path("last"))
+        optimizer_step(loss, optimizers, self.scaler)
+        self.log.write(epoch=p.epoch, phase="classify", step=p.step, loss=loss.item(),
+                       visual_acc=(v_logits.argmax(1) == target).float().mean().item(),
+                       audio_acc=(a_logits.argmax(1) == target).float().mean().item())
+        bar.update()
+        self._after_step()
+
+    def _classify_heads_only(self, batches: list[list[int]], bar) -> None:
+        """Frozen trunk: the heads learn on the features extracted for clustering (no second pass
+        over the images; BatchNorm statistics stay as they are)."""
+        if self._head_inputs is None:  # resumed mid-phase: the frozen trunk gives the same features again
+            self.extract()
+        visual, audio = (x.to(self.device) for x in self._head_inputs)
+        labels = self.pseudo_labels.to(self.device)
+        for idx in batches:
+            idx = torch.tensor(idx, device=self.device)
+            self._classify_step(self.model.v_classifier(visual[idx]), self.model.a_classifier(audio[idx]),
+                                labels[idx], [self.heads_optimizer], bar)
+
+    def _classify_with_trunk(self, batches: list[list[int]], start: int, n_pass: int, bar) -> None:
+        """DSOL: heads and backbones learn on the pseudo-labels, with augmented clips."""
+        p, cfg = self.progress, self.cfg
+        self._set_trunk_lr(cfg.lr if cfg.class_lr is None else cfg.class_lr)
+        self.model.train()
+        self.train_set.set_epoch(p.epoch * 100 + 1 + n_pass)
+        for batch in iterate(self.train_set, batches, start, cfg.num_workers):
+            batch = to_device(batch, self.device)
+            with autocast(self.device):
+                v_logits, a_logits = self.model.class_logits(
+                    self.model.encode(batch["image"], self.log_mel(batch["audio"])))
+            self._classify_step(v_logits, a_logits, self.pseudo_labels.to(self.device)[batch["index"]],
+                                [self.optimizer, self.heads_optimizer], bar)
 
     def _current_round(self) -> DictionaryRound:
         """This round's dictionary with the audio head trained on its pseudo-labels."""
         head = {k: v.detach().cpu().clone() for k, v in self.model.a_classifier.state_dict().items()}
-        return DictionaryRound(self.round, self.dictionary, head, self.pseudo_labels)
+        return DictionaryRound(self.round, self.dictionary, head, self.pseudo_labels, dict(self.round_stats))
 
     def _validate(self) -> None:
         p = self.progress
