@@ -32,7 +32,7 @@ from dsol_lite.report import class_map_gallery, cluster_plot, heatmap_gallery, t
 from dsol_lite.stage_one import STAGE_ONE_PRESETS, StageOneConfig, StageOneTrainer
 from dsol_lite.stage_two import (STAGE_TWO_PRESETS, StageTwoConfig, StageTwoTrainer, cluster_to_class, load_stage_one,
                                  load_stage_two)
-from dsol_lite.training import MetricsLog
+from dsol_lite.training import MetricsLog, iterate, sequential_batches
 
 MULTI_KINDS = ("cocktail", "grid2x2", "duet")
 
@@ -75,6 +75,17 @@ def _multi_rows(model: DSOLStageTwo, dataset: MultiSourceScenes, log_mel: LogMel
     return row, {"up": up, **maps}
 
 
+@torch.no_grad()
+def heard_categories(stage_one: torch.nn.Module, dataset: MultiSourceScenes, log_mel: LogMel,
+                     device: torch.device) -> torch.Tensor:
+    """The frozen stage-one audio classifier's category distribution of every scene's audio, (N, K)."""
+    out = []
+    for batch in iterate(dataset, sequential_batches(len(dataset), 64)):
+        spec = log_mel(batch["audio"].to(device))
+        out.append(torch.softmax(stage_one.a_classifier(stage_one.backbones.audio(spec)).float(), 1).cpu())
+    return torch.cat(out)
+
+
 def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | None = None) -> tuple[dict, dict]:
     """Score a finished run on the test split; returns ``(results, figures)``."""
     world, run_dir = Path(world), Path(run_dir)
@@ -96,24 +107,28 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
 
     untrained = DSOLStageTwo(s1_model, rnd.dictionary).to(device)  # the dictionary without stage-two training
     multi, keep = {}, {}
+    silent: dict[str, list] = {"DSOL stage one (localization map)": [],
+                               "DSOL stage two (class maps weighted by what is heard)": []}
+    sounding_masks, silent_masks = [], []
     for kind in MULTI_KINDS:
         scenes = MultiSourceScenes(world, "test", (kind,), image_size=size)
         rows = {}
-        rows["DSOL stage two"], keep[kind] = _multi_rows(s2_model, scenes, log_mel, device, mapping)
+        rows["DSOL stage two"], m = _multi_rows(s2_model, scenes, log_mel, device, mapping)
         rows["stage two, no silent filter"], _ = _multi_rows(s2_model, scenes, log_mel, device, mapping, False)
         rows["stage-one dictionary, untrained"], _ = _multi_rows(untrained, scenes, log_mel, device, mapping)
-        multi[kind] = rows
-
-    silent: dict[str, list] = {"DSOL stage one (localization map)": [], "DSOL stage two (max over classes)": []}
-    sounding_masks, silent_masks = [], []
-    for kind in ("cocktail", "grid2x2"):
-        m = keep[kind]
-        sounding_masks.append(m["class_boxes"].any(1))
-        silent_masks.append(m["silent_boxes"])
-        silent["DSOL stage one (localization map)"].append(upsample(
-            localization_maps(s1_model, MultiSourceScenes(world, "test", (kind,), image_size=size), log_mel,
-                              device)[0], size))
-        silent["DSOL stage two (max over classes)"].append(m["up"].amax(1))
+        loc1 = upsample(localization_maps(s1_model, scenes, log_mel, device)[0], size)
+        same_for_all = loc1[:, None].expand(-1, len(classes), -1, -1)  # class-agnostic: one map for every class
+        d = dsol_multi_source(same_for_all, m["class_boxes"], m["sounding"])
+        rows["stage-one map for every class"] = {"ciou@0.3": d["ciou@0.3"], "auc": d["auc"], "nsa": d["nsa"]}
+        multi[kind], keep[kind] = rows, m
+        if kind in ("cocktail", "grid2x2"):  # the scene kinds with silent objects
+            heard = heard_categories(s1_model, scenes, log_mel, device)  # (N, K), the frozen audio classifier
+            q = torch.softmax(3 * m["class_maps"].float(), dim=1)
+            weighted = upsample((heard[:, :, None, None] * q).sum(1), size)
+            silent["DSOL stage one (localization map)"].append(loc1)
+            silent["DSOL stage two (class maps weighted by what is heard)"].append(weighted)
+            sounding_masks.append(m["class_boxes"].any(1))
+            silent_masks.append(m["silent_boxes"])
     silent_rows = {name: silent_object_scores(torch.cat(v), torch.cat(sounding_masks), torch.cat(silent_masks))
                    for name, v in silent.items()}
 

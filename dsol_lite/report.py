@@ -187,9 +187,11 @@ def write_report(run_dir: str | Path, results: dict, figures: dict[str, plt.Figu
         text += [f"### {kind}", "", markdown_table(rows, ["ciou@0.3", "auc", "nsa", "avgn_ciou@0.3", "cap", "piap"]), ""]
     silent = results.get("silent_objects")
     if silent:
-        text += ["### Silent objects, class-agnostic (cocktail and 2x2 scenes with a silent object)", "",
-                 "One map per scene: region = map > 0.5 x max. `sounding_iou`: IoU with the sounding boxes; "
-                 "`silent_coverage`: share of silent-object pixels inside the region (lower is better).", "",
+        text += ["### Silent objects (cocktail and 2x2 scenes with a silent object)", "",
+                 "One map per scene: stage one's localization map of the mixture, or stage two's class maps "
+                 "(softmax over clusters) weighted by the categories the frozen stage-one audio classifier hears. "
+                 "Region = map > 0.5 x max. `sounding_iou`: IoU with the sounding boxes; `silent_coverage`: "
+                 "share of silent-object pixels inside the region (lower is better).", "",
                  markdown_table(silent, ["sounding_iou", "silent_coverage", "scenes"]), ""]
     text += ["![class-aware maps](figures/class_maps.png)", "", "## Object dictionary", "",
              "![clusters](figures/clusters.png)", "", "## Training", "", "![curves](figures/training_curves.png)", ""]
