@@ -67,7 +67,7 @@ class StageTwoConfig:
 
 
 STAGE_TWO_PRESETS = {
-    "quick": StageTwoConfig(epochs=12, warmup_epochs=2, lr=1e-3, checkpoint_every=25),
+    "quick": StageTwoConfig(epochs=8, warmup_epochs=2, checkpoint_every=25),  # DSOL's lr: 1e-3 undid stage one
     "full": StageTwoConfig(epochs=5, warmup_epochs=1, num_workers=4),
 }
 
