@@ -60,6 +60,7 @@ class StageOneConfig:
     num_clusters: int | None = None  # default: the number of classes
     imagenet: bool = False  # ImageNet weights for the visual stream (downloads; width 64 only)
     avoid_same_class: bool = False  # negatives of another class (uses labels: a teaching switch)
+    avoid_same_cluster: bool = False  # once clustered, no negatives from the audio's own pseudo-label cluster
     negatives: str = "one"  # "one" partner frame per audio (DSOL) or "all" other frames of the batch
     seed: int = 0
     checkpoint_every: int = 100  # steps
@@ -196,10 +197,12 @@ class StageOneTrainer(ResumableRun):
             for batch in iterate(self.train_set, batches, p.step, cfg.num_workers):
                 batch = to_device(batch, self.device)
                 self._set_trunk_lr(self.localize_lr(p.epoch, p.step))
+                labels, avoid = batch["label"], cfg.avoid_same_class
+                if cfg.avoid_same_cluster and self.pseudo_labels is not None:  # no labels: the last round's clusters
+                    labels, avoid = self.pseudo_labels.to(self.device)[batch["index"]], True
                 with autocast(self.device):
                     out = self.model.encode(batch["image"], self.log_mel(batch["audio"]))
-                    loss, stats = stage_one_loss(self.model, out, batch["label"], cfg.avoid_same_class,
-                                                 cfg.negatives)
+                    loss, stats = stage_one_loss(self.model, out, labels, avoid, cfg.negatives)
                 check_finite(loss, f"epoch {p.epoch}, localize step {p.step}", self.ckpt.path("last"))
                 optimizer_step(loss, [self.optimizer], self.scaler)
                 self.log.write(epoch=p.epoch, phase="localize", step=p.step, lr=self.optimizer.param_groups[0]["lr"],

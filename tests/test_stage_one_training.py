@@ -119,3 +119,14 @@ def test_pseudo_label_phase_trains_heads_and_optionally_the_trunk(tiny_world, tm
     assert any(not torch.equal(before[k], after[k]) for k in heads)
     assert any(not torch.equal(before[k], after[k]) for k in trunk) == trunk_moves
     assert (tmp_path / f"dictionary_round{trainer.round:02d}.pt").exists()
+
+
+def test_avoid_same_cluster_drops_negatives_only_after_clustering(tiny_world, tmp_path):
+    cfg = dataclasses.replace(TINY, avoid_same_cluster=True, epochs=3)  # epoch 1 clusters, epoch 2 uses them
+    trainer = make(tiny_world, tmp_path, cfg)
+    trainer.fit()
+    loc = [r for r in trainer.log.read() if r.get("phase") == "localize"]
+    every_pair = cfg.batch_size * (cfg.batch_size - 1)
+    assert all(r["negatives"] == every_pair for r in loc if r["epoch"] <= 1)  # no clusters yet
+    later = [r["negatives"] for r in loc if r["epoch"] == 2]
+    assert all(n <= every_pair for n in later) and sum(later) < every_pair * len(later)  # same-cluster pairs skipped
