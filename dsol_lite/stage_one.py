@@ -92,7 +92,7 @@ STAGE_ONE_PRESETS = {
     # measured on the quick world (see the issue notes and notebook 02): a 10x learning rate, all-pairs
     # negatives, a scale that learns 10x faster and a frozen trunk during the pseudo-label phase localize
     # far better within a CPU budget
-    "quick": StageOneConfig(width=16, image_size=128, epochs=10, lr=1e-3, scale_lr_mult=10.0, class_passes=1,
+    "quick": StageOneConfig(width=16, image_size=128, epochs=12, lr=1e-3, scale_lr_mult=10.0, class_passes=1,
                             class_lr=0.0, negatives="all", checkpoint_every=25),
     "full": StageOneConfig(imagenet=True, num_workers=4),
 }
