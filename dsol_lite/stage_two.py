@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from dsol_lite.models import DSOLStageOne, DSOLStageTwo
 from dsol_lite.objectives import stage_two_loss
 from dsol_lite.stage_one import StageOneConfig, build_stage_one
 from dsol_lite.training import (Interrupted, ResumableRun, autocast, batch_order, check_finite, iterate,
-                                optimizer_step, seed_everything, to_device)
+                                optimizer_step, read_checkpoint, seed_everything, to_device)
 
 _NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache")
 
@@ -77,17 +76,13 @@ def load_stage_one(run_dir: str | Path, device: torch.device | str = "cpu"
     """Stage one's configuration, best model and dictionary round, checked to belong together."""
     run_dir = Path(run_dir)
     best, dictionary = run_dir / "best.pt", run_dir / "dictionary.pt"
-    for path in (best, dictionary):
-        if not path.is_file():
-            raise DataError(path, "stage-one result is missing: train stage one first "
-                                  "(`dsol-lite run`, or StageOneTrainer(...).fit() as in notebook 02)")
-    try:
-        payload = torch.load(best, map_location=device, weights_only=True)
-        settings = json.loads(payload["fingerprint"])
-    except Exception as err:
-        raise DataError(best, f"corrupt or unreadable checkpoint ({type(err).__name__}: {err})") from None
+    missing = ("stage-one result is missing: train stage one first "
+               "(`dsol-lite run`, or StageOneTrainer(...).fit() as in notebook 02)")
+    if not dictionary.is_file():
+        raise DataError(dictionary, missing)
+    payload = read_checkpoint(best, device, missing)
     fields = {f.name for f in dataclasses.fields(StageOneConfig)}
-    cfg = StageOneConfig(**{k: v for k, v in settings.items() if k in fields})
+    cfg = StageOneConfig(**{k: v for k, v in payload["settings"].items() if k in fields})
     rnd = DictionaryRound.load(dictionary)
     model = build_stage_one(dataclasses.replace(cfg, imagenet=False), rnd.dictionary.shape[0]).to(device)
     model.load_state_dict(payload["model"])
@@ -99,13 +94,13 @@ def load_stage_two(path: str | Path, stage_one_cfg: StageOneConfig, rnd: Diction
                    device: torch.device | str = "cpu") -> DSOLStageTwo:
     """A stage-two checkpoint (``best.pt`` or ``last.pt``) as an eval-mode model."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "stage-two checkpoint is missing: train stage two first (`dsol-lite run`, or "
-                              "StageTwoTrainer(...).fit() as in notebook 04)")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)["model"]
-    except Exception as err:
-        raise DataError(path, f"corrupt or unreadable checkpoint ({type(err).__name__}: {err})") from None
+    payload = read_checkpoint(path, device, "stage-two checkpoint is missing: train stage two first "
+                                            "(`dsol-lite run`, or StageTwoTrainer(...).fit() as in notebook 04)")
+    return _stage_two_from_state(payload["model"], path, stage_one_cfg, rnd, device)
+
+
+def _stage_two_from_state(state: dict, path: Path, stage_one_cfg: StageOneConfig, rnd: DictionaryRound,
+                          device: torch.device | str) -> DSOLStageTwo:
     stage_one = build_stage_one(dataclasses.replace(stage_one_cfg, imagenet=False), rnd.dictionary.shape[0])
     model = DSOLStageTwo(stage_one, rnd.dictionary).to(device)
     if not torch.equal(state["dictionary"].cpu(), rnd.dictionary.float().cpu()):
@@ -228,8 +223,9 @@ class StageTwoTrainer(ResumableRun):
 
     def load_best(self) -> DSOLStageTwo:
         """The model of the best validation epoch (a fresh module on this trainer's device)."""
-        self.ckpt.load("best", self.device)  # checks the configuration fingerprint
-        return load_stage_two(self.ckpt.path("best"), self.stage_one_cfg, self.round, self.device)
+        payload = self.ckpt.load("best", self.device)  # also checks the configuration fingerprint
+        return _stage_two_from_state(payload["model"], self.ckpt.path("best"), self.stage_one_cfg, self.round,
+                                     self.device)
 
 
 __all__ = ["StageTwoConfig", "STAGE_TWO_PRESETS", "StageTwoTrainer", "Interrupted", "load_stage_one",

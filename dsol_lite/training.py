@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from dsol_lite.errors import ConfigError, DataError
 
@@ -141,6 +142,23 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
+def read_checkpoint(path: Path, map_location: str | torch.device = "cpu",
+                    missing: str = "checkpoint is missing") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code is unpickled); a missing,
+    truncated or foreign file is a ``DataError`` naming it. ``payload["settings"]`` is the parsed
+    fingerprint (the configuration that made it)."""
+    if not path.is_file():
+        raise DataError(path, missing)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload["settings"] = json.loads(payload["fingerprint"])
+        if "model" not in payload:
+            raise KeyError("model")
+    except Exception as err:
+        raise DataError(path, f"corrupt or unreadable checkpoint ({type(err).__name__}: {err})") from None
+    return payload
+
+
 class Checkpoints:
     """Atomic, fingerprinted checkpoints in a run folder."""
 
@@ -168,15 +186,10 @@ class Checkpoints:
         return atomic_torch_save(payload, self.path(name))
 
     def load(self, name: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-        """Read and check a checkpoint (``weights_only=True``: no arbitrary code is unpickled)."""
+        """Read a checkpoint (``read_checkpoint``) and check it was made with this configuration."""
         path = self.path(name)
-        if not path.is_file():
-            raise DataError(path, "checkpoint is missing")
-        try:
-            payload = torch.load(path, map_location=map_location, weights_only=True)
-            theirs = json.loads(payload["fingerprint"])
-        except Exception as err:
-            raise DataError(path, f"corrupt or unreadable checkpoint ({type(err).__name__}: {err})") from None
+        payload = read_checkpoint(path, map_location)
+        theirs = payload["settings"]
         if theirs != self.fingerprint:
             diff = sorted(k for k in set(theirs) | set(self.fingerprint) if theirs.get(k) != self.fingerprint.get(k))
             details = ", ".join(f"{k}: {theirs.get(k)!r} there vs {self.fingerprint.get(k)!r} here" for k in diff)
@@ -259,7 +272,5 @@ class ResumableRun:
     def _bar(self, total: int, start: int, desc: str):
         # refresh at most every 2 s: in a notebook each refresh is a widget message, and thousands of
         # them overflow the kernel's output channel (nbval then loses the end of the cell)
-        from tqdm.auto import tqdm
-
         return tqdm(total=total, initial=start, desc=f"epoch {self.progress.epoch} {desc}", unit="batch",
                     disable=not self.progress_bar, leave=False, mininterval=2.0)
