@@ -18,6 +18,7 @@ from matplotlib.patches import Rectangle
 from sklearn.decomposition import PCA
 
 from dsol_lite.data.images import denormalize
+from dsol_lite.metrics import relative_region
 from dsol_lite.viz import SILENT, SOUNDING
 
 
@@ -61,7 +62,7 @@ def heatmap_gallery(images: torch.Tensor, maps: torch.Tensor, gts: torch.Tensor,
     for i, ax in enumerate(axes.flat[:n]):
         title = f"IoU {scores[i]:.2f}" if scores is not None else ""
         overlay(ax, images[i], maps[i], title)
-        ax.contour((maps[i] > 0.1 * maps[i].max()).numpy(), levels=[0.5], colors="white", linewidths=0.8)
+        ax.contour(relative_region(maps[i:i + 1], 0.1)[0].numpy(), levels=[0.5], colors="white", linewidths=0.8)
         _draw_boxes(ax, gts[i], SOUNDING)
     fig.tight_layout()
     return fig

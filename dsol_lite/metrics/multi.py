@@ -29,7 +29,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import average_precision_score
 
-from dsol_lite.metrics.single import success_curve
+from dsol_lite.metrics.single import iou, relative_region, success_curve
 
 
 def cluster_maps_to_classes(cluster_maps: torch.Tensor, mapping: dict[int, int], num_classes: int,
@@ -45,13 +45,8 @@ def cluster_maps_to_classes(cluster_maps: torch.Tensor, mapping: dict[int, int],
 
 
 def _iou_rel(maps: torch.Tensor, gt: torch.Tensor, rel_threshold: float) -> torch.Tensor:
-    """IoU of (map > rel x max) with a mask, per row of ``(M, H, W)``; empty prediction -> 0."""
-    peak = maps.flatten(1).amax(1).view(-1, 1, 1)
-    pred = (maps > rel_threshold * peak) & (peak > 0)
-    gt = gt.bool()
-    inter = (pred & gt).flatten(1).sum(1).float()
-    union = (pred | gt).flatten(1).sum(1).float()
-    return inter / union.clamp_min(1)
+    """IoU of (map > rel x max) with a non-empty mask, per row of ``(M, H, W)``."""
+    return iou(relative_region(maps, rel_threshold), gt)
 
 
 def _sounding_pairs(gt: torch.Tensor, sounding: torch.Tensor) -> torch.Tensor:
@@ -125,9 +120,8 @@ def silent_object_scores(maps: torch.Tensor, sounding_mask: torch.Tensor, silent
     maps, sounding_mask, silent_mask = maps[keep], sounding_mask[keep].bool(), silent_mask[keep].bool()
     if not len(maps):
         return {"sounding_iou": float("nan"), "silent_coverage": float("nan"), "scenes": 0}
-    peak = maps.flatten(1).amax(1).view(-1, 1, 1)
-    pred = (maps > rel_threshold * peak) & (peak > 0)
-    sounding_iou = _iou_rel(maps, sounding_mask, rel_threshold)
+    pred = relative_region(maps, rel_threshold)
+    sounding_iou = iou(pred, sounding_mask)
     covered = (pred & silent_mask).flatten(1).sum(1).float() / silent_mask.flatten(1).sum(1).float()
     return {"sounding_iou": float(sounding_iou.mean()), "silent_coverage": float(covered.mean()),
             "scenes": int(keep.sum())}

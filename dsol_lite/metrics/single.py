@@ -51,10 +51,15 @@ def success_curve(scores: torch.Tensor) -> tuple[torch.Tensor, float]:
     return curve, float(area_under_curve(THRESHOLDS.numpy(), curve.numpy()))
 
 
+def relative_region(maps: torch.Tensor, rel_threshold: float) -> torch.Tensor:
+    """DSOL's predicted region of every map ``(N, H, W)``: pixels above ``rel_threshold`` x its max
+    (an all-zero or non-positive map predicts nothing)."""
+    return maps > rel_threshold * maps.flatten(1).amax(1).view(-1, 1, 1)
+
+
 def dsol_single_source(maps: torch.Tensor, gt: torch.Tensor, rel_threshold: float = 0.1) -> dict:
     """DSOL single-source protocol: IoU of (map > 0.1 max) with the GT, IoU@0.5 and AUC."""
-    peak = maps.flatten(1).amax(1).view(-1, 1, 1)
-    scores = iou(maps > rel_threshold * peak, gt)
+    scores = iou(relative_region(maps, rel_threshold), gt)
     curve, area = success_curve(scores)
     return {"protocol": "dsol_single", "iou": scores, "curve": curve,
             "iou@0.5": float(curve[10]), "auc": area}
