@@ -13,25 +13,21 @@ from torch import nn
 from dsol_lite.data.audio import LogMel
 from dsol_lite.data.datasets import ClipDataset
 from dsol_lite.dictionary import object_features
-from dsol_lite.metrics import centre_prior, dsol_single_source, ezvsl, random_maps, upsample
+from dsol_lite.metrics import (centre_prior, cluster_maps_to_classes, dsol_single_source, ezvsl, random_maps,
+                               upsample)
 from dsol_lite.training import iterate, sequential_batches, to_device
 
 
 @torch.no_grad()
 def localization_maps(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
                       batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Maps ``(N, h, w)`` of every clip with its own audio, and the GT masks ``(N, S, S)`` (the union
-    of the sounding boxes, for single- and multi-source datasets alike)."""
+    """Maps ``(N, h, w)`` of every single-source clip with its own audio, and the GT masks ``(N, S, S)``."""
     model.eval()
     maps, gts = [], []
     for batch in iterate(dataset, sequential_batches(len(dataset), batch_size)):
         batch = to_device(batch, device)
         maps.append(model(batch["image"], log_mel(batch["audio"])).float().cpu())
-        if "gt_mask" in batch:
-            gts.append(batch["gt_mask"].cpu() > 0.5)
-        else:  # multi-source scenes: the union of the sounding objects' boxes
-            heard = batch["sounding"][:, :, None, None] > 0
-            gts.append(((batch["class_boxes"] > 0.5) & heard.to(batch["class_boxes"].device)).any(1).cpu())
+        gts.append(batch["gt_mask"].cpu() > 0.5)
     return torch.cat(maps), torch.cat(gts)
 
 
@@ -82,9 +78,6 @@ def matching_accuracy(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, d
     return correct / max(total, 1)
 
 
-
-
-
 class ClipFeatures(NamedTuple):
     objects: torch.Tensor  # (N, C) object features (masked means)
     audio: torch.Tensor  # (N, C) audio features
@@ -115,21 +108,44 @@ def extract_object_features(model: nn.Module, dataset: ClipDataset, log_mel: Log
 @torch.no_grad()
 def stage_two_maps(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
                    filter_silent: bool = True, batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """Class-aware maps ``(N, K, h, w)``, localization maps ``(N, h, w)`` and the ground truth
-    (``class_boxes`` (N, C, S, S) bool, boxes of sounding objects only; ``silent_boxes`` (N, S, S)
-    the union of the silent objects' boxes; ``sounding``, ``present`` (N, C)) of every scene."""
+    """One pass of a stage-two model over every multi-source scene.
+
+    ``class_maps`` (N, K, h, w): class-aware maps, times ``loc_maps`` (N, h, w) when
+    ``filter_silent`` (``with_silent_filter`` applies it later to unfiltered maps, without a second
+    pass); ``audio_probs`` (N, K): the network's own audio classifier on the mixture (for the
+    stage-one network, the distribution stage two is trained to match); ground truth:
+    ``class_boxes`` (N, C, S, S) bool, boxes of sounding objects only; ``silent_boxes`` (N, S, S)
+    the union of the silent objects' boxes; ``sounding``, ``present`` (N, C).
+    """
     model.eval()
-    keys = ("class_maps", "loc_maps", "class_boxes", "silent_boxes", "sounding", "present")
+    keys = ("class_maps", "loc_maps", "audio_probs", "class_boxes", "silent_boxes", "sounding", "present")
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     for batch in iterate(dataset, sequential_batches(len(dataset), batch_size)):
-        out = model(batch["image"].to(device), log_mel(batch["audio"].to(device)), filter_silent=filter_silent)
+        out = model(batch["image"].to(device), log_mel(batch["audio"].to(device)), filter_silent=False)
         parts["class_maps"].append(out.class_maps.float().cpu())
         parts["loc_maps"].append(out.loc_map.float().cpu())
+        parts["audio_probs"].append(torch.softmax(model.net.a_classifier(out.stage_one.a_fea).float(), 1).cpu())
         boxes, heard = batch["class_boxes"] > 0.5, batch["sounding"][:, :, None, None] > 0
         parts["class_boxes"].append(boxes & heard)
         parts["silent_boxes"].append((boxes & ~heard).any(1))
         parts["sounding"].append(batch["sounding"])
         parts["present"].append(batch["present"])
-    return {k: torch.cat(v) for k, v in parts.items()}
+    maps = {k: torch.cat(v) for k, v in parts.items()}
+    return with_silent_filter(maps) if filter_silent else maps
+
+
+def with_silent_filter(maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same scenes with DSOL's silent-object filter: class maps x localization map."""
+    return {**maps, "class_maps": maps["class_maps"] * maps["loc_maps"][:, None]}
+
+
+def class_maps_at_image(maps: dict[str, torch.Tensor], mapping: dict[int, int], num_classes: int) -> torch.Tensor:
+    """``stage_two_maps`` output -> per-class maps ``(N, C, S, S)`` at image size (DSOL's softmax of 3 x
+    the maps over clusters, summed per class through the cluster -> class ``mapping``)."""
+    size = maps["class_boxes"].shape[-1]
+    per_class = cluster_maps_to_classes(maps["class_maps"], mapping, num_classes)
+    return upsample(per_class.flatten(0, 1), size).view(len(per_class), num_classes, size, size)
+
+
 __all__ = ["localization_maps", "mean_box_area", "evaluate_single_source", "scalar_table", "matching_accuracy",
-           "ClipFeatures", "extract_object_features", "stage_two_maps"]
+           "ClipFeatures", "extract_object_features", "stage_two_maps", "with_silent_filter", "class_maps_at_image"]

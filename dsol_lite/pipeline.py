@@ -24,15 +24,15 @@ from dsol_lite.data.audio import AudioConfig, LogMel
 from dsol_lite.data.datasets import MultiSourceScenes, SoloPairs
 from dsol_lite.data.schema import MANIFEST_FILE, read_manifest
 from dsol_lite.errors import ConfigError
-from dsol_lite.evaluate import (evaluate_single_source, extract_object_features, localization_maps, mean_box_area,
-                                scalar_table, stage_two_maps)
-from dsol_lite.metrics import avgn_multi_source, cluster_maps_to_classes, dsol_multi_source, silent_object_scores, upsample
+from dsol_lite.evaluate import (class_maps_at_image, evaluate_single_source, extract_object_features,
+                                localization_maps, mean_box_area, scalar_table, stage_two_maps, with_silent_filter)
+from dsol_lite.metrics import avgn_multi_source, dsol_multi_source, silent_object_scores, upsample
 from dsol_lite.models import DSOLStageTwo
 from dsol_lite.report import class_map_gallery, cluster_plot, heatmap_gallery, training_curves, write_report
 from dsol_lite.stage_one import STAGE_ONE_PRESETS, StageOneConfig, StageOneTrainer
 from dsol_lite.stage_two import (STAGE_TWO_PRESETS, StageTwoConfig, StageTwoTrainer, cluster_to_class, load_stage_one,
                                  load_stage_two)
-from dsol_lite.training import MetricsLog, iterate, sequential_batches
+from dsol_lite.training import MetricsLog
 
 MULTI_KINDS = ("cocktail", "grid2x2", "duet")
 
@@ -61,29 +61,15 @@ def ensure_world(world: Path, preset_name: str, progress: bool = True) -> Path:
     return generate_world(preset(preset_name), world, progress=progress)
 
 
-def _multi_rows(model: DSOLStageTwo, dataset: MultiSourceScenes, log_mel: LogMel, device: torch.device,
-                mapping: dict[int, int], filter_silent: bool = True) -> tuple[dict, dict]:
-    maps = stage_two_maps(model, dataset, log_mel, device, filter_silent=filter_silent)
-    size = maps["class_boxes"].shape[-1]
-    k = len(dataset.classes)
-    class_maps = cluster_maps_to_classes(maps["class_maps"], mapping, k)
-    up = upsample(class_maps.flatten(0, 1), size).view(len(class_maps), k, size, size)
+def _multi_row(maps: dict, mapping: dict[int, int], num_classes: int, avgn: bool = True) -> tuple[dict, torch.Tensor]:
+    """One table row (DSOL multi-source, and AVGN-style unless ``avgn=False``) and the class maps."""
+    up = class_maps_at_image(maps, mapping, num_classes)
     dsol = dsol_multi_source(up, maps["class_boxes"], maps["sounding"])
-    avgn = avgn_multi_source(up, maps["class_boxes"], maps["sounding"])
-    row = {"ciou@0.3": dsol["ciou@0.3"], "auc": dsol["auc"], "nsa": dsol["nsa"],
-           "avgn_ciou@0.3": avgn["ciou@0.3"], "cap": avgn["cap"], "piap": avgn["piap"]}
-    return row, {"up": up, **maps}
-
-
-@torch.no_grad()
-def heard_categories(stage_one: torch.nn.Module, dataset: MultiSourceScenes, log_mel: LogMel,
-                     device: torch.device) -> torch.Tensor:
-    """The frozen stage-one audio classifier's category distribution of every scene's audio, (N, K)."""
-    out = []
-    for batch in iterate(dataset, sequential_batches(len(dataset), 64)):
-        spec = log_mel(batch["audio"].to(device))
-        out.append(torch.softmax(stage_one.a_classifier(stage_one.backbones.audio(spec)).float(), 1).cpu())
-    return torch.cat(out)
+    row = {"ciou@0.3": dsol["ciou@0.3"], "auc": dsol["auc"], "nsa": dsol["nsa"]}
+    if avgn:
+        a = avgn_multi_source(up, maps["class_boxes"], maps["sounding"])
+        row |= {"avgn_ciou@0.3": a["ciou@0.3"], "cap": a["cap"], "piap": a["piap"]}
+    return row, up
 
 
 def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | None = None) -> tuple[dict, dict]:
@@ -96,8 +82,8 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
     size, log_mel = s1_cfg.image_size, LogMel(AudioConfig()).to(device)
     classes = read_manifest(world).classes
 
-    solo = SoloPairs(world, "test", image_size=size)
-    prior_area = mean_box_area(SoloPairs(world, "train", image_size=size))
+    solo, train = SoloPairs(world, "test", image_size=size), SoloPairs(world, "train", image_size=size)
+    prior_area = mean_box_area(train)
     maps1, gt = localization_maps(s1_model, solo, log_mel, device)
     table = evaluate_single_source(maps1, gt, prior_area)
     maps2, _ = localization_maps(s2_model.net, solo, log_mel, device)
@@ -105,40 +91,44 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
     solo_rows = {"DSOL stage one": scalar_table(table)["model"], "DSOL after stage two": after,
                  "centre prior": scalar_table(table)["centre prior"], "random": scalar_table(table)["random"]}
 
-    untrained = DSOLStageTwo(s1_model, rnd.dictionary).to(device)  # the dictionary without stage-two training
+    # one pass per network and scene kind: the stage-one network with the dictionary (no stage-two
+    # training) gives stage one's maps and heard categories too; filtered maps are derived, not recomputed
+    untrained = DSOLStageTwo(s1_model, rnd.dictionary).to(device)
     multi, keep = {}, {}
     silent: dict[str, list] = {"DSOL stage one (localization map)": [],
                                "DSOL stage two (class maps weighted by what is heard)": []}
     sounding_masks, silent_masks = [], []
+    k = len(classes)
     for kind in MULTI_KINDS:
         scenes = MultiSourceScenes(world, "test", (kind,), image_size=size)
+        raw2 = stage_two_maps(s2_model, scenes, log_mel, device, filter_silent=False)
+        raw1 = stage_two_maps(untrained, scenes, log_mel, device, filter_silent=False)
+        m = with_silent_filter(raw2)
         rows = {}
-        rows["DSOL stage two"], m = _multi_rows(s2_model, scenes, log_mel, device, mapping)
-        rows["stage two, no silent filter"], _ = _multi_rows(s2_model, scenes, log_mel, device, mapping, False)
-        rows["stage-one dictionary, untrained"], _ = _multi_rows(untrained, scenes, log_mel, device, mapping)
-        loc1 = upsample(localization_maps(s1_model, scenes, log_mel, device)[0], size)
-        same_for_all = loc1[:, None].expand(-1, len(classes), -1, -1)  # class-agnostic: one map for every class
+        rows["DSOL stage two"], up = _multi_row(m, mapping, k)
+        rows["stage two, no silent filter"], _ = _multi_row(raw2, mapping, k)
+        rows["stage-one dictionary, untrained"], _ = _multi_row(with_silent_filter(raw1), mapping, k)
+        loc1 = upsample(raw1["loc_maps"], size)
+        same_for_all = loc1[:, None].expand(-1, k, -1, -1)  # class-agnostic: one map for every class
         d = dsol_multi_source(same_for_all, m["class_boxes"], m["sounding"])
         rows["stage-one map for every class"] = {"ciou@0.3": d["ciou@0.3"], "auc": d["auc"], "nsa": d["nsa"]}
-        multi[kind], keep[kind] = rows, m
+        multi[kind], keep[kind] = rows, {**m, "up": up, "scenes": scenes}
         if kind in ("cocktail", "grid2x2"):  # the scene kinds with silent objects
-            heard = heard_categories(s1_model, scenes, log_mel, device)  # (N, K), the frozen audio classifier
-            q = torch.softmax(3 * m["class_maps"].float(), dim=1)
-            weighted = upsample((heard[:, :, None, None] * q).sum(1), size)
+            q = torch.softmax(3 * m["class_maps"], dim=1)  # weighted by the frozen stage-one audio classifier
             silent["DSOL stage one (localization map)"].append(loc1)
-            silent["DSOL stage two (class maps weighted by what is heard)"].append(weighted)
+            silent["DSOL stage two (class maps weighted by what is heard)"].append(
+                upsample((raw1["audio_probs"][:, :, None, None] * q).sum(1), size))
             sounding_masks.append(m["class_boxes"].any(1))
             silent_masks.append(m["silent_boxes"])
     silent_rows = {name: silent_object_scores(torch.cat(v), torch.cat(sounding_masks), torch.cat(silent_masks))
                    for name, v in silent.items()}
 
-    feats = extract_object_features(s1_model, SoloPairs(world, "train", image_size=size), log_mel, device,
-                                    s1_cfg.mask_threshold, s1_cfg.feature_norm)
+    feats = extract_object_features(s1_model, train, log_mel, device, s1_cfg.mask_threshold, s1_cfg.feature_norm)
     n = min(12, len(solo))
     figures = {
         "solo_gallery": heatmap_gallery(torch.stack([solo[i]["image"] for i in range(n)]),
                                         upsample(maps1[:n], size), gt[:n], table["model"]["_dsol"]["iou"][:n]),
-        "class_maps": _class_map_figure(keep["cocktail"], world, size, classes),
+        "class_maps": _class_map_figure(keep["cocktail"], size, classes),
         "clusters": cluster_plot(feats.objects, rnd.pseudo_labels.numpy(), feats.labels.numpy(), classes),
         "training_curves": training_curves(MetricsLog(run_dir / "stage_one" / "metrics.jsonl").read(),
                                            MetricsLog(run_dir / "stage_two" / "metrics.jsonl").read()),
@@ -149,8 +139,8 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
     return results, figures
 
 
-def _class_map_figure(maps: dict, world: Path, size: int, classes: tuple[str, ...], n: int = 4):
-    scenes = MultiSourceScenes(world, "test", ("cocktail",), image_size=size)
+def _class_map_figure(maps: dict, size: int, classes: tuple[str, ...], n: int = 4):
+    scenes = maps["scenes"]
     with_silent = [i for i in range(len(scenes)) if maps["silent_boxes"][i].any()][:n] or list(range(min(n, len(scenes))))
     images = torch.stack([scenes[i]["image"] for i in with_silent])
     idx = torch.tensor(with_silent, dtype=torch.long)

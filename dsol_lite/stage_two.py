@@ -25,8 +25,8 @@ from dsol_lite.data.datasets import MULTI_SOURCE_KINDS, MultiSourceScenes, SoloP
 from dsol_lite.data.schema import read_manifest
 from dsol_lite.dictionary import DictionaryRound, check_pairing, cluster_report
 from dsol_lite.errors import ConfigError, DataError
-from dsol_lite.evaluate import stage_two_maps
-from dsol_lite.metrics import cluster_maps_to_classes, dsol_multi_source, upsample
+from dsol_lite.evaluate import class_maps_at_image, stage_two_maps
+from dsol_lite.metrics import dsol_multi_source
 from dsol_lite.models import DSOLStageOne, DSOLStageTwo
 from dsol_lite.objectives import stage_two_loss
 from dsol_lite.stage_one import StageOneConfig, build_stage_one
@@ -204,10 +204,8 @@ class StageTwoTrainer(ResumableRun):
     def evaluate(self, dataset: MultiSourceScenes, model: DSOLStageTwo | None = None) -> dict:
         """DSOL's multi-source protocol on a dataset (class maps from the Hungarian mapping)."""
         maps = stage_two_maps(model or self.model, dataset, self.log_mel, self.device)
-        size = maps["class_boxes"].shape[-1]
-        class_maps = cluster_maps_to_classes(maps["class_maps"], self.mapping, len(self.classes))
-        up = upsample(class_maps.flatten(0, 1), size).view(*class_maps.shape[:2], size, size)
-        return dsol_multi_source(up, maps["class_boxes"], maps["sounding"])
+        return dsol_multi_source(class_maps_at_image(maps, self.mapping, len(self.classes)), maps["class_boxes"],
+                                 maps["sounding"])
 
     def _validate(self) -> None:
         p = self.progress

@@ -130,13 +130,18 @@ class SoloPairs(ClipDataset):
                                 f"a single-source clip needs exactly one on-screen source, has "
                                 f"{[s.label for s in clip.sources if s.on_screen]}")
 
+    @staticmethod
+    def sounding_label(clip: ClipAnnotation) -> str:
+        """The class of the clip's one on-screen sound source."""
+        return next(s.label for s in clip.sources if s.on_screen)
+
     def labels(self) -> np.ndarray:
         """The class index of every clip's sounding object, in dataset order."""
-        return np.array([self.class_index(next(s.label for s in c.sources if s.on_screen)) for c in self.clips])
+        return np.array([self.class_index(self.sounding_label(c)) for c in self.clips])
 
     def item(self, i: int) -> dict[str, torch.Tensor]:
         clip, frame = self.clips[i], self.frame_of(i)
-        label = next(s.label for s in clip.sources if s.on_screen)
+        label = self.sounding_label(clip)
         gt = box_mask([o.box for o in frame.sounding_objects()], frame.height, frame.width)
         image, gt_t = self._image_and_masks(i, frame, gt[None])
         return {"image": image, "audio": self.audio_window(i, frame), "label": torch.tensor(self.class_index(label)),
