@@ -171,22 +171,26 @@ class StageOneTrainer(ResumableRun):
                 self._next_phase("localize")
         return {"best_val_iou@0.5": self.best, "epochs": p.epoch, "steps": p.global_step}
 
-    def _set_trunk_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group["lr_mult"]
+    def _set_trunk_lr(self, lr: float, scale_lr: float | None = None) -> None:
+        """Set the trunk's learning rate and the scale's (``scale_lr_mult`` x ``scale_lr``, default ``lr``)."""
+        trunk, scale = self.optimizer.param_groups
+        trunk["lr"] = lr * trunk["lr_mult"]
+        scale["lr"] = (lr if scale_lr is None else scale_lr) * scale["lr_mult"]
 
-    def localize_lr(self, epoch: int, step: int) -> float:
-        """Trunk learning rate at a localization step: a pure function of the position, so a
-        resumed run follows the same schedule without any scheduler state."""
+    def localize_lr(self, epoch: int, step: int) -> tuple[float, float]:
+        """(trunk, scale) learning rates at a localization step: a pure function of the position, so
+        a resumed run follows the same schedule without any scheduler state. The cosine decay is for
+        the trunk only: the map's one scale keeps its full rate after the warm-up."""
         cfg = self.cfg
         per_epoch = len(self.train_set) // cfg.batch_size
         done, total = epoch * per_epoch + step, cfg.epochs * per_epoch
         if done < cfg.warmup_steps:
-            return cfg.lr * (done + 1) / cfg.warmup_steps
+            warm = cfg.lr * (done + 1) / cfg.warmup_steps
+            return warm, warm
         if cfg.lr_schedule == "constant":
-            return cfg.lr
+            return cfg.lr, cfg.lr
         progress = (done - cfg.warmup_steps) / max(total - cfg.warmup_steps, 1)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))), cfg.lr
 
     def _localize(self) -> None:
         p, cfg = self.progress, self.cfg
@@ -196,7 +200,7 @@ class StageOneTrainer(ResumableRun):
         with self._bar(len(batches), p.step, "localize") as bar:
             for batch in iterate(self.train_set, batches, p.step, cfg.num_workers):
                 batch = to_device(batch, self.device)
-                self._set_trunk_lr(self.localize_lr(p.epoch, p.step))
+                self._set_trunk_lr(*self.localize_lr(p.epoch, p.step))
                 labels, avoid = batch["label"], cfg.avoid_same_class
                 if cfg.avoid_same_cluster and self.pseudo_labels is not None:  # no labels: the last round's clusters
                     labels, avoid = self.pseudo_labels.to(self.device)[batch["index"]], True

@@ -107,3 +107,12 @@ class LogMel(nn.Module):
             db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - self.cfg.top_db)
         out = db.unsqueeze(1)
         return out[0] if squeeze else out
+
+
+def time_shift(wave: torch.Tensor, max_fraction: float = 0.5) -> torch.Tensor:
+    """A circularly time-shifted view of each waveform of ``(B, T)`` (cross-modal alignment's audio
+    augmentation, notebook 06); shifts up to ``max_fraction`` of the length, from torch's RNG."""
+    n = wave.shape[-1]
+    limit = int(n * max_fraction)
+    shifts = torch.randint(-limit, limit + 1, (wave.shape[0],)).tolist()
+    return torch.stack([torch.roll(w, s, dims=-1) for w, s in zip(wave, shifts)])

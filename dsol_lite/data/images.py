@@ -72,3 +72,16 @@ def denormalize(image: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
     return (image * std + mean).clamp(0, 1)
+
+
+def strong_views(images: torch.Tensor) -> torch.Tensor:
+    """A second, strongly augmented view of a normalised batch ``(B, 3, H, W)`` (cross-modal alignment,
+    notebook 06): random resized crop, horizontal and vertical flips, colour jitter, grayscale and
+    blur, drawn independently per image from torch's global RNG (seeded and checkpointed)."""
+    size = images.shape[-1]
+    augment = v2.Compose([v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True), v2.RandomHorizontalFlip(),
+                          v2.RandomVerticalFlip(0.2), v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                          v2.RandomGrayscale(0.2), v2.RandomApply([v2.GaussianBlur(5, (0.1, 2.0))], p=0.5)])
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(3, 1, 1)
+    return torch.stack([(augment((im * std + mean).clamp(0, 1)) - mean) / std for im in images])

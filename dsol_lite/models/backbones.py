@@ -96,5 +96,9 @@ class BackbonePair(nn.Module):
     def visual(self, images: torch.Tensor) -> torch.Tensor:
         return self.visual_net(images)
 
+    def audio_map(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """The audio stream's (frequency x time) feature map, (B, C, f, t): AVGN's audio tokens."""
+        return self.audio_net(self.audio_input_norm(log_mel))
+
     def audio(self, log_mel: torch.Tensor) -> torch.Tensor:
-        return torch.amax(self.audio_net(self.audio_input_norm(log_mel)), dim=(2, 3))
+        return torch.amax(self.audio_map(log_mel), dim=(2, 3))

@@ -1,0 +1,260 @@
+"""Every localization method behind one interface, trained by one trainer.
+
+Notebook: 06_method_comparison.
+
+A ``Method`` says how to build its network on the shared ResNet-18 pair and how to compute
+its loss on a batch of single-source clips; ``PeerTrainer`` does the rest (resume, progress,
+checkpoints, selection on the validation split) for all of them. ``get_method("fnac")``;
+``METHODS`` lists them.
+
+DSOL appears here with its stage-one *localization* objective only (what single-source
+localization learns from); its dictionary and stage two live in ``stage_one`` / ``stage_two``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from dsol_lite.config import default_device
+from dsol_lite.data.audio import AudioConfig, LogMel, time_shift
+from dsol_lite.data.datasets import SoloPairs
+from dsol_lite.data.images import strong_views
+from dsol_lite.data.schema import read_manifest
+from dsol_lite.errors import ConfigError
+from dsol_lite.evaluate import localization_maps
+from dsol_lite.metrics import dsol_single_source, upsample
+from dsol_lite.models import BackbonePair, DSOLStageOne
+from dsol_lite.models.peers import AlignmentNet, AVGNNet, ContrastiveNet
+from dsol_lite.objectives import stage_one_loss
+from dsol_lite.objectives.peers import alignment_loss, avgn_loss, ezvsl_loss, fnac_loss
+from dsol_lite.training import (ResumableRun, autocast, batch_order, check_finite, iterate, optimizer_step,
+                                seed_everything, to_device)
+
+_NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache")
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """One method's training settings; the method-specific ones are prefixed with its name."""
+
+    method: str = "ezvsl"
+    width: int = 64
+    image_size: int = 224
+    embed_dim: int = 128
+    batch_size: int = 32
+    epochs: int = 15
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    imagenet: bool = False
+    tau: float | None = None  # None: the method's own (0.03 EZ-VSL/FNAC/AVGN, 0.07 alignment)
+    dsol_negatives: str = "all"
+    dsol_scale_lr_mult: float = 10.0
+    fnac_weights: tuple[float, float, float] = (100.0, 100.0, 100.0)
+    fnac_warmup_epochs: int = 5
+    fnac_dropout: float = 0.9
+    align_epsilon: float = 0.65
+    align_tau_mask: float = 0.03
+    align_nn_views: bool = False  # add each clip's nearest neighbour (by the model's own audio) as a view
+    avgn_layers: int = 1
+    avgn_heads: int = 4
+    avgn_weights: tuple[float, float] = (1.0, 1.0)  # token classification, class prediction
+    seed: int = 0
+    checkpoint_every: int = 100
+    num_workers: int = 0
+    cache: bool = True
+
+    def validate(self) -> "PeerConfig":
+        get_method(self.method)
+        if self.batch_size < 2 or self.epochs < 1:
+            raise ConfigError(f"batch_size={self.batch_size}, epochs={self.epochs}: contrastive training needs "
+                              f"at least 2 clips per batch and 1 epoch")
+        if self.imagenet and self.width != 64:
+            raise ConfigError(f"imagenet=True needs width=64 (got {self.width})")
+        if self.embed_dim % self.avgn_heads:
+            raise ConfigError(f"embed_dim={self.embed_dim} must be divisible by avgn_heads={self.avgn_heads}")
+        return self
+
+    def fingerprint(self, world: Path) -> dict:
+        manifest = read_manifest(world)
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_FINGERPRINT}
+        d["world"] = f"{manifest.name}:{len(manifest.clips)}:{manifest.source.get('fingerprint', '')}"
+        return d
+
+
+LossFn = Callable[[nn.Module, dict, LogMel, PeerConfig, int], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    title: str
+    idea: str
+    build: Callable[[PeerConfig, int], nn.Module]
+    loss: LossFn
+    uses_labels: bool = False  # weak supervision: the world's class labels
+    per_source: str = ""  # why its network cannot give one map per sounding source ("" = it can)
+
+
+def _backbones(cfg: PeerConfig) -> BackbonePair:
+    return BackbonePair(cfg.width, imagenet=cfg.imagenet)
+
+
+def _dsol_loss(model, batch, log_mel, cfg, epoch):
+    out = model.encode(batch["image"], log_mel(batch["audio"]))
+    return stage_one_loss(model, out, negatives=cfg.dsol_negatives)
+
+
+def _ezvsl_loss(model, batch, log_mel, cfg, epoch):
+    out = model.encode(batch["image"], log_mel(batch["audio"]))
+    return ezvsl_loss(out.v_emb, out.a_emb, cfg.tau or 0.03)
+
+
+def _fnac_loss(model, batch, log_mel, cfg, epoch):
+    out = model.encode(batch["image"], log_mel(batch["audio"]))
+    weights = cfg.fnac_weights if epoch >= cfg.fnac_warmup_epochs else (0.0, 0.0, 0.0)
+    return fnac_loss(out.v_emb, out.a_emb, cfg.tau or 0.03, weights)
+
+
+def _alignment_loss(model, batch, log_mel, cfg, epoch):
+    images, waves = batch["image"], batch["audio"]
+    image_views, audio_views = [images, strong_views(images)], [waves, time_shift(waves)]
+    outs = [model.encode(im, log_mel(w)) for im, w in zip(image_views, audio_views)]
+    visual = [(o.v_emb, model.align(o)[0]) for o in outs]
+    audio = [(o.a_emb, model.align(o)[1]) for o in outs]
+    if cfg.align_nn_views:  # each audio's nearest other clip in the batch, by the model's own audio embedding
+        with torch.no_grad():
+            sim = outs[0].a_emb @ outs[0].a_emb.T
+            sim.fill_diagonal_(-2.0)
+            neighbour = sim.argmax(1)
+        visual.append((outs[0].v_emb[neighbour], visual[0][1][neighbour]))
+    return alignment_loss(visual, audio, cfg.tau or 0.07, cfg.align_epsilon, cfg.align_tau_mask)
+
+
+def _avgn_loss(model, batch, log_mel, cfg, epoch):
+    out = model.encode(batch["image"], log_mel(batch["audio"]))
+    return avgn_loss(out.v_emb, out.class_emb, out.token_logits, out.presence_logits, batch["label"],
+                     cfg.tau or 0.03, cfg.avgn_weights)
+
+
+_ONE_MAP = "one map per sound: a mixture's sources are not separated, so no map per source"
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("dsol", "DSOL (stage one)", "is this sound this frame's? BCE on the max of a sigmoid cosine map",
+           lambda cfg, k: DSOLStageOne(_backbones(cfg), k, cfg.embed_dim), _dsol_loss,
+           per_source="stage one is class-agnostic: DSOL's per-source maps come from stage two (dsol-lite run)"),
+    Method("ezvsl", "EZ-VSL", "multiple-instance InfoNCE: the best location of the right frame must beat all others",
+           lambda cfg, k: ContrastiveNet(_backbones(cfg), cfg.embed_dim), _ezvsl_loss,
+           per_source=_ONE_MAP),
+    Method("fnac", "FNAC", "EZ-VSL that stops pushing apart clips whose sounds or frames are alike",
+           lambda cfg, k: ContrastiveNet(_backbones(cfg), cfg.embed_dim, cfg.fnac_dropout), _fnac_loss,
+           per_source=_ONE_MAP),
+    Method("alignment", "Cross-modal alignment", "contrast localization and global alignment over augmented views",
+           lambda cfg, k: AlignmentNet(_backbones(cfg), cfg.embed_dim), _alignment_loss,
+           per_source=_ONE_MAP),
+    Method("avgn", "AVGN", "class tokens group the audio; each class's token localizes its object (uses labels)",
+           lambda cfg, k: AVGNNet(_backbones(cfg), k, cfg.embed_dim, cfg.avgn_layers, cfg.avgn_heads), _avgn_loss,
+           uses_labels=True),
+)}
+
+
+def get_method(name: str) -> Method:
+    """The method called ``name``; an unknown name lists the valid ones."""
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+PEER_PRESETS = {
+    # the quick world on a 2-core CPU: the stage-one quick settings (narrow net, 128 px, 10x lr)
+    "quick": PeerConfig(width=16, image_size=128, epochs=12, lr=1e-3, fnac_warmup_epochs=2, checkpoint_every=25),
+    "full": PeerConfig(imagenet=True, epochs=20, batch_size=128, num_workers=4),
+}
+
+
+class PeerTrainer(ResumableRun):
+    """Train any ``Method`` on the world's single-source clips; ``best.pt`` is chosen on val IoU@0.5."""
+
+    def __init__(self, world: str | Path, run_dir: str | Path, cfg: PeerConfig, device: torch.device | None = None,
+                 progress_bar: bool = True) -> None:
+        self.cfg, self.world, self.run_dir = cfg.validate(), Path(world), Path(run_dir)
+        self.method = get_method(cfg.method)
+        self.device = device or default_device()
+        self.progress_bar = progress_bar
+        kw = {"image_size": cfg.image_size, "seed": cfg.seed, "cache": cfg.cache}
+        self.train_set = SoloPairs(world, "train", train=True, **kw)
+        self.val_set = SoloPairs(world, "val", **kw)
+        self.classes = self.train_set.classes
+        seed_everything(cfg.seed)
+        self.model = self.method.build(cfg, len(self.classes)).to(self.device)
+        self.log_mel = LogMel(AudioConfig()).to(self.device)
+        fast = [p for n, p in self.model.named_parameters() if n == "scale"]  # DSOL's map scale
+        rest = [p for n, p in self.model.named_parameters() if n != "scale"]
+        groups = [{"params": rest}] + ([{"params": fast, "lr": cfg.lr * cfg.dsol_scale_lr_mult}] if fast else [])
+        self.optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
+        self.best = float("-inf")
+        self._open_run(self.run_dir, cfg.fingerprint(self.world), first_phase="train")
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"model": self.optimizer}
+
+    def _extra_state(self) -> dict:
+        return {"best": self.best}
+
+    def _load_extra_state(self, extra: dict) -> None:
+        self.best = float(extra["best"])
+
+    def fit(self, interrupt_after: int | None = None) -> dict:
+        self._interrupt_after = interrupt_after
+        p = self.progress
+        while p.epoch < self.cfg.epochs:
+            if p.phase == "train":
+                self._train_epoch()
+                self._next_phase("validate")
+            if p.phase == "validate":
+                self._validate()
+                p.epoch += 1
+                self._next_phase("train")
+        return {"best_val_iou@0.5": self.best, "epochs": p.epoch, "steps": p.global_step}
+
+    def _train_epoch(self) -> None:
+        p, cfg = self.progress, self.cfg
+        batches = batch_order(len(self.train_set), cfg.batch_size, cfg.seed, p.epoch, 0)
+        self.train_set.set_epoch(p.epoch * 100)
+        self.model.train()
+        with self._bar(len(batches), p.step, self.method.name) as bar:
+            for batch in iterate(self.train_set, batches, p.step, cfg.num_workers):
+                batch = to_device(batch, self.device)
+                with autocast(self.device):
+                    loss, stats = self.method.loss(self.model, batch, self.log_mel, cfg, p.epoch)
+                check_finite(loss, f"{cfg.method}: epoch {p.epoch}, step {p.step}", self.ckpt.path("last"))
+                optimizer_step(loss, [self.optimizer], self.scaler)
+                self.log.write(epoch=p.epoch, phase="train", step=p.step, **stats)
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", refresh=False)
+                bar.update()
+                self._after_step()
+
+    def _validate(self) -> None:
+        p = self.progress
+        maps, gt = localization_maps(self.model, self.val_set, self.log_mel, self.device)
+        val = dsol_single_source(upsample(maps, gt.shape[-1]), gt)
+        self.log.write(epoch=p.epoch, phase="validate", **{"val_iou@0.5": val["iou@0.5"], "val_auc": val["auc"]})
+        if val["iou@0.5"] > self.best:
+            self.best = val["iou@0.5"]
+            self._save("best")
+            self.log.write(epoch=p.epoch, phase="select", best=self.best)
+
+    def load_best(self) -> nn.Module:
+        payload = self.ckpt.load("best", self.device)
+        model = self.method.build(dataclasses.replace(self.cfg, imagenet=False), len(self.classes)).to(self.device)
+        model.load_state_dict(payload["model"])
+        return model.eval()
+
+
+__all__ = ["PeerConfig", "Method", "METHODS", "get_method", "PEER_PRESETS", "PeerTrainer"]
