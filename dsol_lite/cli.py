@@ -3,6 +3,8 @@
 Notebook: 00_setup_and_data (``dsol-lite synth``, ``dsol-lite info``).
 
     dsol-lite run                                         # the whole pipeline, report in runs/quick/
+    dsol-lite run --method fnac                           # a peer method, report in runs/quick-fnac/
+    dsol-lite compare --preset quick --seeds 0 1 2        # every method, 3 seeds, one table
     dsol-lite synth --preset quick --out worlds/quick     # generate the synthetic world
     dsol-lite info worlds/quick                           # what is in a dataset folder
 """
@@ -65,6 +67,16 @@ def _run(args: argparse.Namespace) -> int:
 
     device = torch.device(args.device) if args.device else default_device()
     start = time.perf_counter()
+    if args.method != "dsol":
+        from dsol_lite.comparison import run_method
+
+        run_dir = run_method(args.method, args.preset, args.world, args.runs, args.name, device,
+                             progress=not args.no_progress)
+        row = json.loads((run_dir / "metrics.json").read_text())[0]
+        print(f"done in {time.perf_counter() - start:.0f} s on {device.type}: {args.method} solo IoU@0.5 "
+              f"{row['dsol_iou@0.5']:.3f} (centre prior {row['centre_prior_iou@0.5']:.3f})")
+        print(f"report: {run_dir / 'report.md'}")
+        return 0
     run_dir = run_pipeline(args.preset, args.world, args.runs, args.name, device, progress=not args.no_progress)
     results = json.loads((run_dir / "metrics.json").read_text())
     solo = results["solo"]["DSOL stage one"]
@@ -76,12 +88,50 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    import torch
+
+    from dsol_lite.comparison import compare_methods, offscreen_world, summarise, write_rows
+    from dsol_lite.config import default_device
+    from dsol_lite.methods import PEER_PRESETS
+    from dsol_lite.pipeline import ensure_world
+    from dsol_lite.report import markdown_table
+
+    if args.preset not in PEER_PRESETS:
+        raise ConfigError(f"unknown preset {args.preset!r}; choose one of {', '.join(PEER_PRESETS)}")
+    device = torch.device(args.device) if args.device else default_device()
+    world_preset = "full" if args.preset == "full" else "quick"
+    world = ensure_world(Path(args.world or f"worlds/{world_preset}"), world_preset, not args.no_progress)
+    offscreen = offscreen_world(Path(args.runs) / f"compare-{args.preset}" / "offscreen-world")
+    out = Path(args.runs) / f"compare-{args.preset}"
+    start = time.perf_counter()
+    rows = compare_methods(world, out, args.methods, args.seeds, PEER_PRESETS[args.preset], device, offscreen,
+                           progress=not args.no_progress)
+    write_rows(rows, out / "rows.json")
+    table = summarise(rows)
+    columns = ["dsol_iou@0.5", "dsol_auc", "ezvsl_ciou@0.5", "centre_prior_iou@0.5", "silent_coverage",
+               "offscreen_iou@0.5"]
+    print(markdown_table({m: {c: row.get(c, "") for c in columns} for m, row in table.items()}, columns))
+    print(f"{len(rows)} runs in {time.perf_counter() - start:.0f} s; rows: {out / 'rows.json'}")
+    return 0
+
+
+def _method_name(name: str) -> str:
+    from dsol_lite.methods import METHODS
+
+    if name not in METHODS:
+        raise argparse.ArgumentTypeError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
+    return name
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsol-lite", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"dsol_lite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="world -> stage one -> dictionary -> stage two -> evaluation -> report")
+    r.add_argument("--method", default="dsol", type=_method_name,
+                   help="dsol (default: the whole DSOL pipeline) or a peer: ezvsl, fnac, alignment, avgn")
     r.add_argument("--preset", choices=("quick", "full"), help="default: quick on CPU, full on a GPU")
     r.add_argument("--world", help="dataset folder (default: worlds/<preset>, generated when missing)")
     r.add_argument("--runs", default="runs", help="where run folders go (default: runs)")
@@ -89,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_run)
+
+    c = sub.add_parser("compare", help="train and evaluate several methods over several seeds (notebook 06)")
+    c.add_argument("--preset", default="compare-quick", help="compare-quick (default) | quick | full")
+    c.add_argument("--methods", nargs="+", type=_method_name, default=["dsol", "ezvsl", "fnac", "alignment", "avgn"])
+    c.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    c.add_argument("--world", help="dataset folder (default: worlds/quick, or worlds/full for --preset full)")
+    c.add_argument("--runs", default="runs", help="the runs go to RUNS/compare-<preset>/ (default: runs)")
+    c.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(func=_compare)
 
     s = sub.add_parser("synth", help="generate the synthetic audio-visual world")
     s.add_argument("--preset", default="quick", help="sample | tiny | quick | full (default: quick)")

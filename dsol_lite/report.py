@@ -18,7 +18,7 @@ from matplotlib.patches import Rectangle
 from sklearn.decomposition import PCA
 
 from dsol_lite.data.images import denormalize
-from dsol_lite.metrics import relative_region
+from dsol_lite.metrics import relative_region, upsample
 from dsol_lite.viz import SILENT, SOUNDING
 
 
@@ -64,6 +64,24 @@ def heatmap_gallery(images: torch.Tensor, maps: torch.Tensor, gts: torch.Tensor,
         overlay(ax, images[i], maps[i], title)
         ax.contour(relative_region(maps[i:i + 1], 0.1)[0].numpy(), levels=[0.5], colors="white", linewidths=0.8)
         _draw_boxes(ax, gts[i], SOUNDING)
+    fig.tight_layout()
+    return fig
+
+
+def method_grid(images: torch.Tensor, maps_by_method: dict[str, torch.Tensor], gts: torch.Tensor) -> plt.Figure:
+    """Methods x scenes (notebook 06): each method's map ``(N, h, w)`` over the same frames, the
+    sounding box in green, DSOL's region (map > 0.1 x max) outlined in white."""
+    n, size = len(images), images.shape[-1]
+    fig, axes = plt.subplots(len(maps_by_method), n, figsize=(1.9 * n, 2.0 * len(maps_by_method)), squeeze=False)
+    for row, (name, maps) in enumerate(maps_by_method.items()):
+        up = upsample(maps, size)
+        for col in range(n):
+            ax = axes[row, col]
+            overlay(ax, images[col], up[col])
+            ax.contour(relative_region(up[col:col + 1], 0.1)[0].numpy(), levels=[0.5], colors="white", linewidths=0.8)
+            _draw_boxes(ax, upsample(gts[col:col + 1].float(), size)[0] > 0.5, SOUNDING)
+            ax.axis("off")
+        axes[row, 0].set_title(name, loc="left", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -187,3 +187,58 @@ def test_peer_training_resumes_bitwise(tiny_world, tmp_path):
     resumed.fit()
     for (k, x), y in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(x, y), k
+
+
+def test_comparison_rows_table_and_reasons(tiny_world, tmp_path):
+    from dsol_lite.comparison import compare_methods, offscreen_world, peak_places, summarise
+
+    off = offscreen_world(tmp_path / "offscreen", scenes=4)
+    base = dataclasses.replace(PEER_PRESETS["compare-quick"], width=8, image_size=64, epochs=1, steps_per_epoch=2,
+                               batch_size=6)
+    rows = compare_methods(tiny_world, tmp_path / "runs", ["ezvsl", "avgn"], [0, 1], base, torch.device("cpu"), off,
+                           progress=False)
+    assert [(r["method"], r["seed"]) for r in rows] == [("ezvsl", 0), ("ezvsl", 1), ("avgn", 0), ("avgn", 1)]
+    ez, avgn = rows[0], rows[2]
+    assert "no map per source" in ez["multi_source"] and "multi_ciou@0.3" not in ez
+    assert 0 <= avgn["multi_nsa"] <= 1 and 0 <= avgn["multi_gt_cap"] <= 1
+    for r in rows:
+        assert 0 <= r["dsol_iou@0.5"] <= 1 and 0 <= r["offscreen_iou@0.5"] <= 1 and 0 <= r["silent_coverage"] <= 1
+    table = summarise(rows)
+    assert table["EZ-VSL"]["multi_source"] == "n/a" and " ± " in table["AVGN"]["dsol_auc"]
+    with pytest.raises(ConfigError, match="unknown method"):
+        compare_methods(tiny_world, tmp_path / "runs", ["ezvsl", "nope"], [0], base, torch.device("cpu"))
+    from dsol_lite.data.datasets import SoloPairs
+    ds = SoloPairs(tiny_world, "test", image_size=64)
+    places = peak_places(torch.rand(len(ds), 4, 4), ds)
+    assert 0 <= places["peak_on_sounding"] <= 1
+
+
+def test_peak_places_by_hand(tiny_world):
+    from dsol_lite.comparison import peak_places
+    from dsol_lite.data.datasets import SoloPairs
+
+    ds = SoloPairs(tiny_world, "test", image_size=64)
+    maps = torch.zeros(len(ds), 64, 64)
+    for i in range(len(ds)):  # a one-pixel peak at the centre of the sounding box
+        frame = ds.frame_of(i)
+        x1, y1, x2, y2 = next(iter(frame.sounding_objects())).box
+        cx, cy = (x1 + x2) / 2 * 64 / frame.width, (y1 + y2) / 2 * 64 / frame.height
+        maps[i, int(cy), int(cx)] = 1.0
+    assert peak_places(maps, ds)["peak_on_sounding"] == 1.0
+
+
+def test_cli_run_with_a_peer_method(tiny_world, tmp_path, monkeypatch, capsys):
+    from dsol_lite import cli, comparison
+
+    small = dataclasses.replace(PEER_PRESETS["quick"], width=8, image_size=64, epochs=1, steps_per_epoch=2, batch_size=6)
+    monkeypatch.setitem(comparison.PEER_PRESETS, "quick", small)
+    code = cli.main(["run", "--method", "fnac", "--world", str(tiny_world), "--runs", str(tmp_path), "--device", "cpu",
+                     "--no-progress"])
+    assert code == 0
+    run = tmp_path / "quick-fnac"
+    assert (run / "metrics.json").exists() and (run / "figures" / "heatmaps.png").exists()
+    report = (run / "report.md").read_text()
+    assert "FNAC" in report and "not applicable" in report
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--method", "nope"])
+    assert "choose one of: dsol, ezvsl, fnac, alignment, avgn" in capsys.readouterr().err

@@ -3,8 +3,12 @@
 Notebook: 06_method_comparison.
 
 Every network here returns, from ``forward(images, log_mel)``, one class-agnostic map per
-frame in [0, 1] (the cosine map, min-max normalised per frame, as these methods' own
-evaluation code does), so the single-source protocols score every method the same way.
+frame in [0, 1]: its own logit map ``cos(x) / tau`` turned into ``exp((cos(x) - max cos) / tau)``,
+the softmax over locations rescaled so that the peak is 1. The choice matters for DSOL's
+protocol (region = map > 0.1 x max): a min-max normalised cosine map (these methods' own
+evaluation code) keeps almost the whole frame, while at the method's own temperature the
+region is where the method's softmax puts its mass. EZ-VSL's protocol (median threshold) gives
+the same numbers for both, since it only depends on the order of the values.
 ``encode`` returns the same four tensors as DSOL's stage one (``StageOneOutput``).
 """
 
@@ -28,6 +32,12 @@ def minmax(maps: torch.Tensor) -> torch.Tensor:
     return ((flat - lo) / (hi - lo).clamp_min(1e-8)).view_as(maps)
 
 
+def peak_relative(logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """``exp((logits - max) / tau)`` per map of ``(..., h, w)``: 1 at the peak, in (0, 1] elsewhere."""
+    flat = logits.flatten(-2)
+    return torch.exp((flat - flat.amax(-1, keepdim=True)) / tau).view_as(logits)
+
+
 def cosine_maps(v_emb: torch.Tensor, a_emb: torch.Tensor) -> torch.Tensor:
     """Cosine of frame n's locations with audio n: (B, D, h, w), (B, D) -> (B, h, w)."""
     return torch.einsum("bdhw,bd->bhw", v_emb, a_emb)
@@ -37,26 +47,28 @@ class ContrastiveNet(nn.Module):
     """EZ-VSL (and FNAC): a 1x1 projection of the visual map and a linear projection of the audio
     vector, both unit length (the visual one at every location).
 
-    ``visual_dropout`` (FNAC: 0.9) drops channels of the projected visual map before the
-    normalisation, during training only.
+    ``visual_dropout`` (FNAC: 0.9) drops entries of the backbone's visual map before the 1x1
+    projection, during training only (after the projection, 90 % of a 128-d embedding would be
+    gone and the cosines mostly noise: measured, the InfoNCE then stays at chance).
     """
 
-    def __init__(self, backbones: BackbonePair, embed_dim: int = 128, visual_dropout: float = 0.0) -> None:
+    def __init__(self, backbones: BackbonePair, embed_dim: int = 128, visual_dropout: float = 0.0,
+                 tau: float = 0.03) -> None:
         super().__init__()
         c = backbones.channels
-        self.backbones = backbones
+        self.backbones, self.tau = backbones, tau
         self.v_proj = nn.Conv2d(c, embed_dim, 1)
         self.a_proj = nn.Linear(c, embed_dim)
         self.visual_dropout = nn.Dropout(visual_dropout)
 
     def encode(self, images: torch.Tensor, log_mel: torch.Tensor) -> StageOneOutput:
         v_fea, a_fea = self.backbones.visual(images), self.backbones.audio(log_mel)
-        v_emb = F.normalize(self.visual_dropout(self.v_proj(v_fea)), dim=1)
+        v_emb = F.normalize(self.v_proj(self.visual_dropout(v_fea)), dim=1)
         return StageOneOutput(v_fea, v_emb, a_fea, F.normalize(self.a_proj(a_fea), dim=1))
 
     def forward(self, images: torch.Tensor, log_mel: torch.Tensor) -> torch.Tensor:
         out = self.encode(images, log_mel)
-        return minmax(cosine_maps(out.v_emb, out.a_emb))
+        return peak_relative(cosine_maps(out.v_emb, out.a_emb), self.tau)
 
 
 def _mlp(c_in: int, dim: int) -> nn.Sequential:
@@ -67,8 +79,8 @@ class AlignmentNet(ContrastiveNet):
     """Senocak et al. (2023): the localization embeddings of ``ContrastiveNet`` plus *alignment*
     embeddings, projections of the max-pooled visual map and of the audio vector."""
 
-    def __init__(self, backbones: BackbonePair, embed_dim: int = 128) -> None:
-        super().__init__(backbones, embed_dim)
+    def __init__(self, backbones: BackbonePair, embed_dim: int = 128, tau: float = 0.07) -> None:
+        super().__init__(backbones, embed_dim, tau=tau)
         self.v_align = _mlp(backbones.channels, embed_dim)
         self.a_align = _mlp(backbones.channels, embed_dim)
 
@@ -98,10 +110,10 @@ class AVGNNet(nn.Module):
     """
 
     def __init__(self, backbones: BackbonePair, num_classes: int, embed_dim: int = 128, layers: int = 1,
-                 heads: int = 4) -> None:
+                 heads: int = 4, tau: float = 0.03) -> None:
         super().__init__()
         c, d = backbones.channels, embed_dim
-        self.backbones, self.num_classes = backbones, num_classes
+        self.backbones, self.num_classes, self.tau = backbones, num_classes, tau
         self.v_proj = nn.Conv2d(c, d, 1)
         self.a_tokens = nn.Linear(c, d)
         self.class_tokens = nn.Parameter(torch.randn(num_classes, d) * 0.02)
@@ -138,7 +150,7 @@ class AVGNNet(nn.Module):
         out = self.encode(images, log_mel)
         top = out.presence_logits.argmax(1)
         maps = self.class_maps(out)
-        return minmax(maps[torch.arange(len(top)), top])
+        return peak_relative(maps[torch.arange(len(top)), top], self.tau)
 
     def per_source_maps(self, images: torch.Tensor, log_mel: torch.Tensor,
                         classes: torch.Tensor | None = None) -> torch.Tensor:
@@ -151,7 +163,7 @@ class AVGNNet(nn.Module):
         if classes is None:
             probs = out.presence_logits.sigmoid()
             classes = (probs > 0.5) | (probs == probs.amax(1, keepdim=True))
-        return minmax(self.class_maps(out)) * classes.to(out.v_emb.dtype)[:, :, None, None]
+        return peak_relative(self.class_maps(out), self.tau) * classes.to(out.v_emb.dtype)[:, :, None, None]
 
 
-__all__ = ["minmax", "cosine_maps", "ContrastiveNet", "AlignmentNet", "AVGNNet", "AVGNOutput"]
+__all__ = ["minmax", "peak_relative", "cosine_maps", "ContrastiveNet", "AlignmentNet", "AVGNNet", "AVGNOutput"]
