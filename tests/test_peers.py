@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from dsol_lite.errors import ConfigError
 from dsol_lite.methods import METHODS, PEER_PRESETS, PeerConfig, PeerTrainer, get_method
 from dsol_lite.models import BackbonePair
-from dsol_lite.models.peers import AVGNNet, minmax
+from dsol_lite.models.peers import AVGNNet, minmax, peak_relative
 from dsol_lite.objectives.peers import (alignment_loss, avgn_loss, ezvsl_loss, fnac_loss, foreground_embeddings,
                                         localization_similarity, mil_logits)
 
@@ -137,9 +137,41 @@ def test_gradient_check(name):
     assert torch.autograd.gradcheck(fn, (v, a))
 
 
+def test_avgn_loss_gradient_check():
+    labels = torch.tensor([1, 0, 2])
+    v = torch.randn(3, 4, 2, 2, dtype=torch.float64, requires_grad=True)
+    cls = torch.randn(3, 3, 4, dtype=torch.float64, requires_grad=True)
+    tok = torch.randn(3, 3, 3, dtype=torch.float64, requires_grad=True)
+    pres = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+
+    def fn(v, cls, tok, pres):
+        return avgn_loss(F.normalize(v, dim=1), F.normalize(cls, dim=-1), tok, pres, labels, 0.5, (0.7, 1.3))[0]
+
+    assert torch.autograd.gradcheck(fn, (v, cls, tok, pres))
+
+
+def test_alignment_nearest_neighbour_views(tiny_world):
+    from dsol_lite.data.audio import AudioConfig, LogMel
+    from dsol_lite.data.datasets import SoloPairs
+
+    ds = SoloPairs(tiny_world, "train", image_size=64)
+    batch = {k: torch.stack([ds[i][k] for i in range(6)]) for k in ("image", "audio", "label")}
+    losses = []
+    for nn_views in (False, True):
+        cfg = dataclasses.replace(PEER_PRESETS["quick"], method="alignment", width=8, image_size=64,
+                                  align_nn_views=nn_views)
+        torch.manual_seed(0)
+        model = get_method("alignment").build(cfg, 4)
+        torch.manual_seed(1)
+        losses.append(get_method("alignment").loss(model, batch, LogMel(AudioConfig()), cfg, 0)[0])
+    assert torch.isfinite(losses[1]) and losses[0].item() != losses[1].item()
+
+
 def test_minmax_maps():
     m = minmax(torch.tensor([[[1.0, 3.0], [2.0, 5.0]], [[2.0, 2.0], [2.0, 2.0]]]))
     assert torch.allclose(m[0], torch.tensor([[0.0, 0.5], [0.25, 1.0]])) and m[1].abs().sum() == 0
+    p = peak_relative(torch.tensor([[[0.9, 0.8], [0.5, 0.9]]]), tau=0.1)
+    assert torch.allclose(p, torch.tensor([[[1.0, math.exp(-1.0)], [math.exp(-4.0), 1.0]]]))
 
 
 def test_unknown_method_lists_the_valid_ones():
