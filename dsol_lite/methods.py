@@ -37,6 +37,7 @@ from dsol_lite.training import (ResumableRun, autocast, batch_order, check_finit
                                 seed_everything, to_device)
 
 _NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache")
+_OWN_PREFIX = {"dsol": "dsol_", "fnac": "fnac_", "alignment": "align_", "avgn": "avgn_"}  # method -> its settings
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,12 @@ class PeerConfig:
         return self
 
     def fingerprint(self, world: Path) -> dict:
+        """The settings a checkpoint must match: the shared ones and this method's own (so changing,
+        say, FNAC's weights leaves a finished DSOL run usable)."""
         manifest = read_manifest(world)
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_FINGERPRINT}
+        others = tuple(p for m, p in _OWN_PREFIX.items() if m != self.method)
+        d = {k: v for k, v in dataclasses.asdict(self).items()
+             if k not in _NOT_IN_FINGERPRINT and not k.startswith(others)}
         d["world"] = f"{manifest.name}:{len(manifest.clips)}:{manifest.source.get('fingerprint', '')}"
         return d
 
@@ -175,13 +180,18 @@ def get_method(name: str) -> Method:
 
 PEER_PRESETS = {
     # the quick world on a 2-core CPU: the stage-one quick settings (narrow net, 128 px, 10x lr)
-    "quick": PeerConfig(width=16, image_size=128, epochs=8, lr=1e-3, fnac_warmup_epochs=2, checkpoint_every=25),
+    # FNAC's terms at weight 1, not 100: from scratch, at 100 they collapse the visual embeddings to one vector
+    # (measured: val IoU@0.5 stuck at 0.035, a constant map, from the first epoch with the terms, 3 seeds of 3;
+    # weight 10: best 0.09, weight 1: best 0.13). FNAC's paper starts from ImageNet features, where the
+    # visual-visual similarities are informative from the first step.
+    "quick": PeerConfig(width=16, image_size=128, epochs=8, lr=1e-3, fnac_weights=(1.0, 1.0, 1.0),
+                        fnac_warmup_epochs=2, checkpoint_every=25),
     "full": PeerConfig(imagenet=True, epochs=20, batch_size=128, num_workers=4),
     # notebook 06 in quick mode: 5 methods x 3 seeds within a few CPU minutes (equal steps for all)
     # tau 0.2 for every contrastive loss: measured on EZ-VSL after these 100 steps, val IoU@0.5 0.125 with
     # tau 0.2 but 0.0 with 0.07 and 0.03 (the papers' values suit ImageNet-initialised features and long runs)
     "compare-quick": PeerConfig(width=8, image_size=96, epochs=3, steps_per_epoch=60, lr=1e-3, tau=0.2,
-                                fnac_warmup_epochs=1, checkpoint_every=25),
+                                fnac_weights=(1.0, 1.0, 1.0), fnac_warmup_epochs=1, checkpoint_every=25),
 }
 
 

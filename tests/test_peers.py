@@ -274,3 +274,12 @@ def test_cli_run_with_a_peer_method(tiny_world, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli.main(["run", "--method", "nope"])
     assert "choose one of: dsol, ezvsl, fnac, alignment, avgn" in capsys.readouterr().err
+
+
+def test_fingerprint_keeps_only_the_method_s_own_settings(tiny_world):
+    base = PeerConfig(method="dsol")
+    fp = base.fingerprint(tiny_world)
+    assert "dsol_negatives" in fp and not any(k.startswith(("fnac_", "align_", "avgn_")) for k in fp)
+    assert dataclasses.replace(base, fnac_weights=(1.0, 1.0, 1.0)).fingerprint(tiny_world) == fp
+    fnac = PeerConfig(method="fnac")
+    assert dataclasses.replace(fnac, fnac_weights=(1.0, 1.0, 1.0)).fingerprint(tiny_world) != fnac.fingerprint(tiny_world)

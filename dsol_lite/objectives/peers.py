@@ -58,7 +58,10 @@ def fnac_loss(v_emb: torch.Tensor, a_emb: torch.Tensor, tau: float = 0.03,
     * ``fnac_vv``: visual-visual (average-pooled) similarity vs the cross-modal logits.
 
     Every similarity is divided by ``tau`` before its softmax. With ``weights == (0, 0, 0)`` the
-    loss *is* EZ-VSL's.
+    loss *is* EZ-VSL's. Two deliberate differences from FNAC's code: the foreground feature is the
+    mean over the foreground locations (the code sums them and divides by the whole grid, so small
+    objects give short vectors), and the pooled and foreground features are renormalised to unit
+    length before their similarities.
     """
     loss, stats = ezvsl_loss(v_emb, a_emb, tau)
     if not any(weights):
