@@ -130,3 +130,18 @@ def test_avoid_same_cluster_drops_negatives_only_after_clustering(tiny_world, tm
     assert all(r["negatives"] == every_pair for r in loc if r["epoch"] <= 1)  # no clusters yet
     later = [r["negatives"] for r in loc if r["epoch"] == 2]
     assert all(n <= every_pair for n in later) and sum(later) < every_pair * len(later)  # same-cluster pairs skipped
+
+
+def test_cosine_schedule_decays_the_trunk_not_the_scale(tiny_world, tmp_path):
+    cfg = dataclasses.replace(TINY, lr=1e-3, lr_schedule="cosine", warmup_steps=2, epochs=4)
+    trainer = make(tiny_world, tmp_path / "cos", cfg)
+    per_epoch = len(trainer.train_set) // cfg.batch_size
+    assert trainer.localize_lr(0, 0) == pytest.approx((5e-4, 5e-4))  # warm-up: both ramp
+    trunk_mid, scale_mid = trainer.localize_lr(2, 0)
+    trunk_end, scale_end = trainer.localize_lr(3, per_epoch - 1)
+    assert trunk_end < trunk_mid < 1e-3 and scale_mid == scale_end == 1e-3
+    trainer._set_trunk_lr(trunk_end, scale_end)
+    trunk_group, scale_group = trainer.optimizer.param_groups
+    assert trunk_group["lr"] == pytest.approx(trunk_end)
+    assert scale_group["lr"] == pytest.approx(1e-3 * cfg.scale_lr_mult)
+    assert make(tiny_world, tmp_path / "const").localize_lr(1, 3) == (TINY.lr, TINY.lr)
