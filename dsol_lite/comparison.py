@@ -51,21 +51,25 @@ def offscreen_world(path: str | Path, scenes: int = 100, progress: bool = False)
 
 @torch.no_grad()
 def scene_maps(model: nn.Module, dataset: MultiSourceScenes, log_mel: LogMel, device: torch.device,
-               classes: str | None = None, batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """One pass over multi-source scenes: class-agnostic ``maps (N, h, w)`` and, with ``classes``
-    ("predicted" or "ground truth", AVGN only), per-class ``class_maps (N, K, h, w)``; ground truth
-    ``class_boxes`` (sounding only), ``sounding_mask``, ``silent_mask`` and ``sounding``."""
+               per_source: bool = False, batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """One pass over multi-source scenes: class-agnostic ``maps (N, h, w)`` and, with ``per_source``
+    (AVGN only), per-class maps ``(N, K, h, w)`` of the predicted classes (``class_maps``) and of
+    the true ones (``class_maps_gt``), from one encoding; ground truth ``class_boxes`` (sounding
+    only), ``sounding_mask``, ``silent_mask`` and ``sounding``."""
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {}
     for batch in iterate(dataset, sequential_batches(len(dataset), batch_size)):
         batch = to_device(batch, device)
         mel = log_mel(batch["audio"])
         boxes, heard = batch["class_boxes"] > 0.5, batch["sounding"][:, :, None, None] > 0
-        out = {"maps": model(batch["image"], mel), "class_boxes": boxes & heard, "sounding": batch["sounding"],
+        out = {"class_boxes": boxes & heard, "sounding": batch["sounding"],
                "sounding_mask": (boxes & heard).any(1), "silent_mask": (boxes & ~heard).any(1)}
-        if classes is not None:
-            given = batch["sounding"] if classes == "ground truth" else None
-            out["class_maps"] = model.per_source_maps(batch["image"], mel, given)
+        if per_source:
+            encoded = model.encode(batch["image"], mel)
+            out |= {"maps": model.agnostic_map(encoded), "class_maps": model.source_maps(encoded),
+                    "class_maps_gt": model.source_maps(encoded, batch["sounding"])}
+        else:
+            out["maps"] = model(batch["image"], mel)
         for k, v in out.items():
             parts.setdefault(k, []).append(v.float().cpu() if v.is_floating_point() else v.cpu())
     return {k: torch.cat(v) for k, v in parts.items()}
@@ -93,7 +97,7 @@ def evaluate_method(method: str, model: nn.Module, world: str | Path, image_size
     row["centre_prior_iou@0.5"] = single["centre prior"]["dsol_iou@0.5"]
     cocktail = MultiSourceScenes(world, "test", kinds=("cocktail",), image_size=image_size)
     reason = get_method(method).per_source
-    scenes = scene_maps(model, cocktail, log_mel, device, None if reason else "predicted")
+    scenes = scene_maps(model, cocktail, log_mel, device, per_source=not reason)
     size = scenes["sounding_mask"].shape[-1]
     silent = silent_object_scores(upsample(scenes["maps"], size), scenes["sounding_mask"], scenes["silent_mask"])
     row["silent_sounding_iou"], row["silent_coverage"] = silent["sounding_iou"], silent["silent_coverage"]
@@ -105,7 +109,7 @@ def evaluate_method(method: str, model: nn.Module, world: str | Path, image_size
         row["multi_source"] = reason
     else:
         row |= {f"multi_{k}": v for k, v in _multi_source(scenes).items()}
-        truth = scene_maps(model, cocktail, log_mel, device, "ground truth")
+        truth = {**scenes, "class_maps": scenes["class_maps_gt"]}
         row |= {f"multi_gt_{k}": v for k, v in _multi_source(truth).items()}
     return {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in row.items()}
 

@@ -25,7 +25,6 @@ from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel, time_shift
 from dsol_lite.data.datasets import SoloPairs
 from dsol_lite.data.images import strong_views
-from dsol_lite.data.schema import read_manifest
 from dsol_lite.errors import ConfigError
 from dsol_lite.evaluate import localization_maps
 from dsol_lite.metrics import dsol_single_source, upsample
@@ -33,8 +32,8 @@ from dsol_lite.models import BackbonePair, DSOLStageOne
 from dsol_lite.models.peers import AlignmentNet, AVGNNet, ContrastiveNet
 from dsol_lite.objectives import stage_one_loss
 from dsol_lite.objectives.peers import alignment_loss, avgn_loss, ezvsl_loss, fnac_loss
-from dsol_lite.training import (ResumableRun, autocast, batch_order, check_finite, iterate, optimizer_step,
-                                seed_everything, to_device)
+from dsol_lite.training import (EpochRun, autocast, batch_order, check_finite, iterate, optimizer_step,
+                                seed_everything, to_device, world_fingerprint)
 
 _NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache")
 _OWN_PREFIX = {"dsol": "dsol_", "fnac": "fnac_", "alignment": "align_", "avgn": "avgn_"}  # method -> its settings
@@ -85,12 +84,10 @@ class PeerConfig:
     def fingerprint(self, world: Path) -> dict:
         """The settings a checkpoint must match: the shared ones and this method's own (so changing,
         say, FNAC's weights leaves a finished DSOL run usable)."""
-        manifest = read_manifest(world)
         others = tuple(p for m, p in _OWN_PREFIX.items() if m != self.method)
         d = {k: v for k, v in dataclasses.asdict(self).items()
              if k not in _NOT_IN_FINGERPRINT and not k.startswith(others)}
-        d["world"] = f"{manifest.name}:{len(manifest.clips)}:{manifest.source.get('fingerprint', '')}"
-        return d
+        return d | {"world": world_fingerprint(world)}
 
 
 LossFn = Callable[[nn.Module, dict, LogMel, PeerConfig, int], tuple[torch.Tensor, dict[str, float]]]
@@ -131,8 +128,9 @@ def _alignment_loss(model, batch, log_mel, cfg, epoch):
     images, waves = batch["image"], batch["audio"]
     image_views, audio_views = [images, strong_views(images)], [waves, time_shift(waves)]
     outs = [model.encode(im, log_mel(w)) for im, w in zip(image_views, audio_views)]
-    visual = [(o.v_emb, model.align(o)[0]) for o in outs]
-    audio = [(o.a_emb, model.align(o)[1]) for o in outs]
+    aligned = [model.align(o) for o in outs]
+    visual = [(o.v_emb, v_align) for o, (v_align, _) in zip(outs, aligned)]
+    audio = [(o.a_emb, a_align) for o, (_, a_align) in zip(outs, aligned)]
     if cfg.align_nn_views:  # each audio's nearest other clip in the batch, by the model's own audio embedding
         with torch.no_grad():
             sim = outs[0].a_emb @ outs[0].a_emb.T
@@ -195,7 +193,7 @@ PEER_PRESETS = {
 }
 
 
-class PeerTrainer(ResumableRun):
+class PeerTrainer(EpochRun):
     """Train any ``Method`` on the world's single-source clips; ``best.pt`` is chosen on val IoU@0.5."""
 
     def __init__(self, world: str | Path, run_dir: str | Path, cfg: PeerConfig, device: torch.device | None = None,
@@ -216,30 +214,15 @@ class PeerTrainer(ResumableRun):
         groups = [{"params": rest}] + ([{"params": fast, "lr": cfg.lr * cfg.dsol_scale_lr_mult}] if fast else [])
         self.optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
-        self.best = float("-inf")
         self._open_run(self.run_dir, cfg.fingerprint(self.world), first_phase="train")
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"model": self.optimizer}
 
-    def _extra_state(self) -> dict:
-        return {"best": self.best}
-
-    def _load_extra_state(self, extra: dict) -> None:
-        self.best = float(extra["best"])
-
     def fit(self, interrupt_after: int | None = None) -> dict:
-        self._interrupt_after = interrupt_after
-        p = self.progress
-        while p.epoch < self.cfg.epochs:
-            if p.phase == "train":
-                self._train_epoch()
-                self._next_phase("validate")
-            if p.phase == "validate":
-                self._validate()
-                p.epoch += 1
-                self._next_phase("train")
-        return {"best_val_iou@0.5": self.best, "epochs": p.epoch, "steps": p.global_step}
+        """Train until ``cfg.epochs`` are done (resuming if the run folder has a checkpoint)."""
+        position = self._run_epochs(interrupt_after)
+        return {"best_val_iou@0.5": self.best, **position}
 
     def _train_epoch(self) -> None:
         p, cfg = self.progress, self.cfg

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel
 from dsol_lite.data.datasets import SoloPairs
-from dsol_lite.data.schema import read_manifest
 from dsol_lite.dictionary import DictionaryRound, build_dictionary, cluster_report, run_kmeans
 from dsol_lite.errors import ConfigError
 from dsol_lite.evaluate import extract_object_features, localization_maps
@@ -32,7 +31,7 @@ from dsol_lite.metrics import dsol_single_source, upsample
 from dsol_lite.models import BackbonePair, DSOLStageOne
 from dsol_lite.objectives import stage_one_loss
 from dsol_lite.training import (Interrupted, ResumableRun, autocast, batch_order, check_finite, iterate,
-                                optimizer_step, seed_everything, to_device)
+                                optimizer_step, seed_everything, to_device, world_fingerprint)
 
 _NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache")
 
@@ -81,10 +80,8 @@ class StageOneConfig:
         return self
 
     def fingerprint(self, world: Path) -> dict:
-        manifest = read_manifest(world)
         d = {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_FINGERPRINT}
-        d["world"] = f"{manifest.name}:{len(manifest.clips)}:{manifest.source.get('fingerprint', '')}"
-        return d
+        return d | {"world": world_fingerprint(world)}
 
 
 STAGE_ONE_PRESETS = {

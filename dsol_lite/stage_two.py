@@ -30,8 +30,8 @@ from dsol_lite.metrics import dsol_multi_source
 from dsol_lite.models import DSOLStageOne, DSOLStageTwo
 from dsol_lite.objectives import stage_two_loss
 from dsol_lite.stage_one import StageOneConfig, build_stage_one
-from dsol_lite.training import (Interrupted, ResumableRun, autocast, batch_order, check_finite, iterate,
-                                optimizer_step, read_checkpoint, seed_everything, to_device)
+from dsol_lite.training import (EpochRun, Interrupted, autocast, batch_order, check_finite, iterate, optimizer_step,
+                                read_checkpoint, seed_everything, to_device, world_fingerprint)
 
 _NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache")
 
@@ -120,7 +120,7 @@ def cluster_to_class(world: str | Path, rnd: DictionaryRound) -> tuple[dict[int,
     return report["mapping"], report
 
 
-class StageTwoTrainer(ResumableRun):
+class StageTwoTrainer(EpochRun):
     def __init__(self, world: str | Path, run_dir: str | Path, stage_one_dir: str | Path, cfg: StageTwoConfig,
                  device: torch.device | None = None, progress_bar: bool = True) -> None:
         self.cfg, self.world, self.run_dir = cfg.validate(), Path(world), Path(run_dir)
@@ -143,19 +143,12 @@ class StageTwoTrainer(ResumableRun):
         self.scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
         self.best = float("-inf")
         fingerprint = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
-        manifest = read_manifest(world)
-        fingerprint["world"] = f"{manifest.name}:{len(manifest.clips)}:{manifest.source.get('fingerprint', '')}"
+        fingerprint["world"] = world_fingerprint(world)
         fingerprint["dictionary"] = f"round {self.round.round}:{self.round.digest}"
         self._open_run(self.run_dir, fingerprint, first_phase="train")
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"all": self.optimizer}
-
-    def _extra_state(self) -> dict:
-        return {"best": self.best}
-
-    def _load_extra_state(self, extra: dict) -> None:
-        self.best = float(extra["best"])
 
     def filtering(self, epoch: int) -> bool:
         """Whether the silent-object filter is on in this epoch (off during the warm-up)."""
@@ -168,17 +161,8 @@ class StageTwoTrainer(ResumableRun):
 
     def fit(self, interrupt_after: int | None = None) -> dict:
         """Train until ``cfg.epochs`` are done (resuming if the run folder has a checkpoint)."""
-        self._interrupt_after = interrupt_after
-        p = self.progress
-        while p.epoch < self.cfg.epochs:
-            if p.phase == "train":
-                self._train_epoch()
-                self._next_phase("validate")
-            if p.phase == "validate":
-                self._validate()
-                p.epoch += 1
-                self._next_phase("train")
-        return {"best_val_ciou@0.3": self.best, "epochs": p.epoch, "steps": p.global_step}
+        position = self._run_epochs(interrupt_after)
+        return {"best_val_ciou@0.3": self.best, **position}
 
     def _train_epoch(self) -> None:
         p, cfg = self.progress, self.cfg

@@ -212,6 +212,14 @@ class Checkpoints:
         return Progress(**payload["progress"])
 
 
+def world_fingerprint(world: Path) -> str:
+    """What identifies a dataset in a checkpoint's settings: name, clip count and generator fingerprint."""
+    from dsol_lite.data.schema import read_manifest
+
+    manifest = read_manifest(world)
+    return f"{manifest.name}:{len(manifest.clips)}:{manifest.source.get('fingerprint', '')}"
+
+
 class Interrupted(RuntimeError):
     """Raised by ``fit(interrupt_after=...)``: simulates a crash, for resume tests and demos."""
 
@@ -274,3 +282,36 @@ class ResumableRun:
         # them overflow the kernel's output channel (nbval then loses the end of the cell)
         return tqdm(total=total, initial=start, desc=f"epoch {self.progress.epoch} {desc}", unit="batch",
                     disable=not self.progress_bar, leave=False, mininterval=2.0)
+
+
+class EpochRun(ResumableRun):
+    """A ``ResumableRun`` of epochs, each a training pass then a validation that keeps the best
+    checkpoint. A subclass defines ``_train_epoch()`` and ``_validate()`` (which updates ``best``)."""
+
+    best: float = float("-inf")
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        self.best = float(extra["best"])
+
+    def _train_epoch(self) -> None:
+        raise NotImplementedError
+
+    def _validate(self) -> None:
+        raise NotImplementedError
+
+    def _run_epochs(self, interrupt_after: int | None) -> dict[str, int]:
+        """Train and validate until ``cfg.epochs`` are done, resuming mid-epoch; returns the position."""
+        self._interrupt_after = interrupt_after
+        p = self.progress
+        while p.epoch < self.cfg.epochs:  # type: ignore[attr-defined]
+            if p.phase == "train":
+                self._train_epoch()
+                self._next_phase("validate")
+            if p.phase == "validate":
+                self._validate()
+                p.epoch += 1
+                self._next_phase("train")
+        return {"epochs": p.epoch, "steps": p.global_step}

@@ -145,25 +145,29 @@ class AVGNNet(nn.Module):
         """Cosine maps of every class-specific audio embedding: ``(B, K, h, w)``."""
         return torch.einsum("bdhw,bkd->bkhw", out.v_emb, out.class_emb)
 
-    def forward(self, images: torch.Tensor, log_mel: torch.Tensor) -> torch.Tensor:
-        """Class-agnostic map: the map of the class the network hears most surely."""
-        out = self.encode(images, log_mel)
+    def agnostic_map(self, out: AVGNOutput) -> torch.Tensor:
+        """Class-agnostic map ``(B, h, w)``: the map of the class the network hears most surely."""
         top = out.presence_logits.argmax(1)
-        maps = self.class_maps(out)
-        return peak_relative(maps[torch.arange(len(top)), top], self.tau)
+        return peak_relative(self.class_maps(out)[torch.arange(len(top)), top], self.tau)
 
-    def per_source_maps(self, images: torch.Tensor, log_mel: torch.Tensor,
-                        classes: torch.Tensor | None = None) -> torch.Tensor:
+    def source_maps(self, out: AVGNOutput, classes: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, K, h, w)`` in [0, 1]: the map of each class heard, zero for the others.
 
         ``classes`` (B, K) multi-hot picks the classes (the ground-truth variant); by default the
         predicted ones (presence probability > 0.5, and at least the most likely class).
         """
-        out = self.encode(images, log_mel)
         if classes is None:
             probs = out.presence_logits.sigmoid()
             classes = (probs > 0.5) | (probs == probs.amax(1, keepdim=True))
         return peak_relative(self.class_maps(out), self.tau) * classes.to(out.v_emb.dtype)[:, :, None, None]
+
+    def forward(self, images: torch.Tensor, log_mel: torch.Tensor) -> torch.Tensor:
+        return self.agnostic_map(self.encode(images, log_mel))
+
+    def per_source_maps(self, images: torch.Tensor, log_mel: torch.Tensor,
+                        classes: torch.Tensor | None = None) -> torch.Tensor:
+        """``source_maps`` of a batch (see there)."""
+        return self.source_maps(self.encode(images, log_mel), classes)
 
 
 __all__ = ["minmax", "peak_relative", "cosine_maps", "ContrastiveNet", "AlignmentNet", "AVGNNet", "AVGNOutput"]
