@@ -7,6 +7,8 @@ Notebook: 00_setup_and_data (``dsol-lite synth``, ``dsol-lite info``).
     dsol-lite compare --preset quick --seeds 0 1 2        # every method, 3 seeds, one table
     dsol-lite synth --preset quick --out worlds/quick     # generate the synthetic world
     dsol-lite info worlds/quick                           # what is in a dataset folder
+    dsol-lite prepare-music data/music --videos data/videos --index solo --boxes music_solo_test_boxes.json
+    dsol-lite cache data/music data/music-cache-224 --image-size 224   # the prepared cache (notebook 07)
 """
 
 from __future__ import annotations
@@ -116,6 +118,35 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_music(args: argparse.Namespace) -> int:
+    from dsol_lite.data.annotations import MUSIC_INDEX_URLS, fetch, read_boxes, read_music_index
+    from dsol_lite.data.music import PrepareConfig, prepare_music
+
+    out = Path(args.out)
+    index_path = args.index
+    if args.index in MUSIC_INDEX_URLS:  # the official file, downloaded once and checked by SHA-256
+        url, sha = MUSIC_INDEX_URLS[args.index]
+        index_path = fetch(url, out.parent / Path(url).name, sha)
+    cfg = PrepareConfig(segment_seconds=args.segment_seconds, max_seconds=args.max_seconds,
+                        frame_height=args.frame_height, val_videos=args.val_videos, grid2x2=args.grid2x2)
+    report = prepare_music(out, read_music_index(index_path), args.videos, read_boxes(args.boxes) if args.boxes
+                           else None, cfg, download=args.download, jobs=args.jobs, progress=not args.no_progress)
+    print(report.summary())
+    for video, why in sorted(report.skipped.items()):
+        print(f"  skipped {video}: {why}")
+    print(f"full report: {out / 'prepare_report.json'}")
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from dsol_lite.data.prepared import build_cache
+
+    start = time.perf_counter()
+    out = build_cache(args.root, args.out, args.image_size, progress=not args.no_progress)
+    print(f"cache of {args.root} at {args.image_size} px written to {out} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def _method_name(name: str) -> str:
     from dsol_lite.methods import METHODS
 
@@ -168,6 +199,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace a different world in --out")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_synth)
+
+    m = sub.add_parser("prepare-music", help="MUSIC videos -> the shared on-disk layout (notebook 07)")
+    m.add_argument("out", help="dataset folder to write (re-running resumes)")
+    m.add_argument("--videos", required=True, help="folder of <youtube id>.mp4 files (downloads go here)")
+    m.add_argument("--index", default="solo", help="solo | duet (official file, checked by SHA-256) or a path")
+    m.add_argument("--boxes", help="box file of the test videos (DSOL or AVGN format)")
+    m.add_argument("--download", action="store_true", help="fetch missing videos with yt-dlp (needs network)")
+    m.add_argument("--jobs", type=int, default=4, help="videos downloaded / decoded at once")
+    m.add_argument("--segment-seconds", type=float, default=10.0, help="length of a training clip")
+    m.add_argument("--max-seconds", type=float, help="use at most this much of each training video")
+    m.add_argument("--frame-height", type=int, default=256, help="stored frame height in pixels")
+    m.add_argument("--val-videos", type=int, default=2, help="annotated videos kept for validation")
+    m.add_argument("--grid2x2", type=int, default=0, help="2x2 scenes to compose for stage two")
+    m.add_argument("--no-progress", action="store_true")
+    m.set_defaults(func=_prepare_music)
+
+    k = sub.add_parser("cache", help="build the prepared cache of a dataset (uint8 frames, int16 audio)")
+    k.add_argument("root", help="dataset folder")
+    k.add_argument("out", help="cache folder to write")
+    k.add_argument("--image-size", type=int, required=True, help="training resolution")
+    k.add_argument("--no-progress", action="store_true")
+    k.set_defaults(func=_cache)
 
     i = sub.add_parser("info", help="summarise a dataset folder")
     i.add_argument("root")

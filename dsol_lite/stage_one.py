@@ -33,7 +33,7 @@ from dsol_lite.objectives import stage_one_loss
 from dsol_lite.training import (Interrupted, ResumableRun, autocast, batch_order, check_finite, iterate,
                                 optimizer_step, seed_everything, to_device, world_fingerprint)
 
-_NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache")
+_NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache", "prepared")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class StageOneConfig:
     checkpoint_every: int = 100  # steps
     num_workers: int = 0
     cache: bool = True  # keep decoded clips in memory
+    prepared: str | None = None  # a prepared cache of the dataset (dsol-lite cache): no decoding per item
 
     def validate(self) -> "StageOneConfig":
         if self.batch_size < 2:
@@ -105,7 +106,7 @@ class StageOneTrainer(ResumableRun):
         self.cfg, self.world, self.run_dir = cfg.validate(), Path(world), Path(run_dir)
         self.device = device or default_device()
         self.progress_bar = progress_bar
-        kw = {"image_size": cfg.image_size, "seed": cfg.seed, "cache": cfg.cache}
+        kw = {"image_size": cfg.image_size, "seed": cfg.seed, "cache": cfg.cache, "prepared": cfg.prepared}
         self.train_set = SoloPairs(world, "train", train=True, **kw)
         self.feature_set = SoloPairs(world, "train", **kw)  # same clips, no augmentation
         self.val_set = SoloPairs(world, "val", **kw)

@@ -33,7 +33,7 @@ from dsol_lite.stage_one import StageOneConfig, build_stage_one
 from dsol_lite.training import (EpochRun, Interrupted, autocast, batch_order, check_finite, iterate, optimizer_step,
                                 read_checkpoint, seed_everything, to_device, world_fingerprint)
 
-_NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache")
+_NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache", "prepared")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class StageTwoConfig:
     checkpoint_every: int = 100
     num_workers: int = 0
     cache: bool = True
+    prepared: str | None = None  # a prepared cache of the dataset (dsol-lite cache)
 
     def validate(self) -> "StageTwoConfig":
         if self.batch_size < 2:
@@ -129,8 +130,8 @@ class StageTwoTrainer(EpochRun):
         self.stage_one_cfg, stage_one, self.round = load_stage_one(stage_one_dir, self.device)
         size = self.stage_one_cfg.image_size
         self.train_set = MultiSourceScenes(world, "train", cfg.kinds, image_size=size, train=True, seed=cfg.seed,
-                                           cache=cfg.cache)
-        self.val_set = MultiSourceScenes(world, "val", image_size=size, cache=cfg.cache)
+                                           cache=cfg.cache, prepared=cfg.prepared)
+        self.val_set = MultiSourceScenes(world, "val", image_size=size, cache=cfg.cache, prepared=cfg.prepared)
         if len(self.train_set) < cfg.batch_size:
             raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {len(self.train_set)} training scenes")
         self.mapping, _ = cluster_to_class(world, self.round)

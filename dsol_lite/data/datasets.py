@@ -9,7 +9,9 @@ images on the training device with ``data.audio.LogMel`` (it runs batched on any
 Training items are random (frame choice, audio shift, crop, flip, colour) but reproducible:
 item ``i`` in epoch ``e`` draws from a generator seeded by ``(seed, e, i)``, whatever the
 number of loader workers and after a resume. ``cache=True`` keeps decoded frames and audio in
-memory (quick-mode worlds fit in a few hundred MB).
+memory (quick-mode worlds fit in a few hundred MB). ``prepared=PATH`` reads frames and audio
+from a prepared cache (``data.prepared``, built once with ``dsol-lite cache``) instead of
+decoding files: the same items, with frames already at training resolution.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from dsol_lite.data.audio import AudioConfig, crop_window, load_audio
 from dsol_lite.data.images import box_mask, image_transform, load_image
+from dsol_lite.data.prepared import open_cache
 from dsol_lite.data.schema import ClipAnnotation, FrameAnnotation, read_clip, read_manifest
 from dsol_lite.errors import DataError
 
@@ -35,7 +39,7 @@ class ClipDataset(Dataset):
 
     def __init__(self, root: str | Path, split: str, kinds: tuple[str, ...], image_size: int = 128,
                  train: bool = False, audio: AudioConfig = AudioConfig(), max_shift: float = 0.25,
-                 seed: int = 0, cache: bool = False) -> None:
+                 seed: int = 0, cache: bool = False, prepared: str | Path | None = None) -> None:
         self.manifest = read_manifest(root)
         self.entries = self.manifest.select(split, kinds)
         if not self.entries:
@@ -49,7 +53,8 @@ class ClipDataset(Dataset):
         self.max_shift = max_shift if train else 0.0
         self.transform = image_transform(image_size, train)
         self.seed, self.epoch = seed, 0
-        self._cache: dict[tuple[int, str], np.ndarray] | None = {} if cache else None
+        self._cache: dict[tuple[int, str], np.ndarray] | None = {} if cache and prepared is None else None
+        self.prepared = open_cache(prepared, self.manifest, image_size) if prepared is not None else None
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose random draws training items use (call before iterating)."""
@@ -83,10 +88,14 @@ class ClipDataset(Dataset):
         return frames[k]
 
     def load_frame(self, i: int, frame: FrameAnnotation) -> np.ndarray:
+        if self.prepared is not None:
+            return self.prepared.frame(self.clips[i].clip_id, self.clips[i].frames.index(frame))
         path = self.manifest.clip_dir(self.clips[i].clip_id) / frame.file
         return self._cached((i, frame.file), lambda: load_image(path, (frame.width, frame.height)))
 
     def load_waveform(self, i: int) -> np.ndarray:
+        if self.prepared is not None:
+            return self.prepared.waveform(self.clips[i].clip_id)
         return self._cached((i, "audio"), lambda: self._read_waveform(i))
 
     def _read_waveform(self, i: int) -> np.ndarray:
@@ -109,7 +118,10 @@ class ClipDataset(Dataset):
     def _image_and_masks(self, i: int, frame: FrameAnnotation, masks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Transform the frame and a stack of (C, H, W) masks with the same geometry."""
         image = tv_tensors.Image(torch.from_numpy(self.load_frame(i, frame)).permute(2, 0, 1))
-        image, masks_t = self.transform(image, tv_tensors.Mask(torch.from_numpy(masks.astype(np.uint8))))
+        masks_t = torch.from_numpy(masks.astype(np.uint8))
+        if masks_t.shape[-2:] != image.shape[-2:]:  # a cached frame is already at training size
+            masks_t = F.interpolate(masks_t[None], size=image.shape[-2:], mode="nearest-exact")[0]
+        image, masks_t = self.transform(image, tv_tensors.Mask(masks_t))
         return image.as_subclass(torch.Tensor), masks_t.as_subclass(torch.Tensor).float()
 
 

@@ -1,0 +1,107 @@
+"""Loading training batches: the prepared cache vs decoding files per item, side by side.
+
+    python benchmarks/cache_loader.py                       # a MUSIC-like set made from local videos
+    python benchmarks/cache_loader.py --data worlds/quick   # any dataset in the shared layout
+
+Both loaders produce the same batch: B frames as uint8 at the training size and B one-second
+16 kHz audio windows around them. The per-item loader does what the original code does for
+every clip: decode the JPEG (PIL), resize, load the audio file with librosa, cut the window.
+The cache loader gathers rows of memory-mapped arrays (``data.prepared``). Augmentation and
+the log-mel front end are not timed: they are the same work in both and run on the GPU.
+Printed: clips/s of each, measured alternately in one run, and the ratio (issue 6 aims >= 10x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import librosa
+import numpy as np
+from PIL import Image
+
+from dsol_lite.data.annotations import MusicIndex
+from dsol_lite.data.music import PrepareConfig, prepare_music
+from dsol_lite.data.prepared import build_cache, open_cache
+from dsol_lite.data.schema import read_clip, read_manifest
+from dsol_lite.data.video import make_video
+
+
+def music_like(folder: Path, videos: int, seconds: float) -> Path:
+    """Prepared MUSIC-style clips (10-s segments, 256-px-high frames) from locally made videos."""
+    rng = np.random.default_rng(0)
+    for v in range(videos):
+        frames = [rng.integers(0, 255, (360, 640, 3), np.uint8) for _ in range(8)]
+        make_video(folder / "videos" / f"video{v:04d}.mp4", seconds, 25, (640, 360), frames=frames,
+                   tone_hz=200 + 50 * v)
+    index = MusicIndex(folder / "index", "solo", {f"video{v:04d}": ("flute",) for v in range(videos)})
+    prepare_music(folder / "music", index, folder / "videos", cfg=PrepareConfig(frames_per_segment=4), progress=False)
+    return folder / "music"
+
+
+def per_item_batch(root: Path, clips, picks: list[int], size: int) -> tuple[np.ndarray, np.ndarray]:
+    images, audio = [], []
+    for i in picks:
+        clip = clips[i]
+        frame = clip.frames[len(clip.frames) // 2]
+        with Image.open(root / "clips" / clip.clip_id / frame.file) as im:
+            images.append(np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR)))
+        wave, _ = librosa.load(root / "clips" / clip.clip_id / clip.audio, sr=16000)
+        audio.append(window(wave, frame.time))
+    return np.stack(images), np.stack(audio)
+
+
+def cache_batch(cache, clips, picks: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    ids = [clips[i].clip_id for i in picks]
+    images = cache.frames(ids, [len(clips[i].frames) // 2 for i in picks])
+    audio = [window(cache.waveform(c), clips[i].frames[len(clips[i].frames) // 2].time) for c, i in zip(ids, picks)]
+    return images, np.stack(audio)
+
+
+def window(wave: np.ndarray, centre: float) -> np.ndarray:
+    start = max(0, int(centre * 16000) - 8000)
+    out = np.zeros(16000, np.float32)
+    piece = wave[start:start + 16000]
+    out[:len(piece)] = piece
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, help="a dataset in the shared layout (default: make a MUSIC-like one)")
+    parser.add_argument("--videos", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.data or music_like(Path(tmp), args.videos, args.seconds)
+        manifest = read_manifest(root)
+        clips = [read_clip(manifest, e.clip_id) for e in manifest.clips]
+        t = time.perf_counter()
+        build_cache(root, Path(tmp) / "cache", args.size, progress=False)
+        print(f"{len(clips)} clips in {root}; cache built once in {time.perf_counter() - t:.1f} s")
+        cache = open_cache(Path(tmp) / "cache", manifest, args.size)
+        rng = np.random.default_rng(0)
+        times = {"per item": [], "cache": []}
+        for _ in range(args.rounds):
+            picks = rng.choice(len(clips), args.batch, replace=len(clips) < args.batch).tolist()
+            for name in times:
+                t = time.perf_counter()
+                a = per_item_batch(root, clips, picks, args.size) if name == "per item" else cache_batch(cache, clips,
+                                                                                                         picks)
+                times[name].append(time.perf_counter() - t)
+            b = cache_batch(cache, clips, picks)
+            assert a[0].shape == b[0].shape and a[1].shape == b[1].shape
+        rate = {k: args.batch / statistics.median(v) for k, v in times.items()}
+        for k, v in rate.items():
+            print(f"{k:>9}: {v:9.0f} clips/s (median of {args.rounds} batches of {args.batch}, one process)")
+        print(f"ratio cache / per item: {rate['cache'] / rate['per item']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
