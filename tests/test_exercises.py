@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dsol_lite.exercises import (ex00_log_mel, ex01_correspondence, ex02_stage_one, ex03_object_dictionary,
-                                 ex04_stage_two, ex05_evaluation)
+                                 ex04_stage_two, ex05_evaluation, ex07_real_data)
 
 CASES = [
     (ex00_log_mel.check_log_mel, ex00_log_mel.log_mel_by_hand, lambda w: ex00_log_mel.log_mel_by_hand(w) + 1.0),
@@ -20,10 +20,12 @@ CASES = [
      lambda v, d, w, b, m: ex04_stage_two.class_aware_maps(v, d, w, b, torch.ones_like(m))),  # no silent filter
     (ex05_evaluation.check_non_sounding_area, ex05_evaluation.non_sounding_area,
      lambda maps, s: (maps <= 0.2).float().mean().item()),  # counts the sounding classes too
+    (ex07_real_data.check_frame_for_key, ex07_real_data.frame_for_key,
+     lambda key, fps: int(key[-9:-4])),  # the key's frame number taken as a frame index
 ]
 
 
-@pytest.mark.parametrize("check, solution, wrong", CASES, ids=["ex00", "ex01", "ex02", "ex03", "ex04", "ex05"])
+@pytest.mark.parametrize("check, solution, wrong", CASES, ids=["ex00", "ex01", "ex02", "ex03", "ex04", "ex05", "ex07"])
 def test_solution_passes_and_a_wrong_answer_fails(check, solution, wrong):
     assert check(solution).startswith("correct")
     with pytest.raises(AssertionError):

@@ -290,3 +290,19 @@ def test_music_index_object_is_what_prepare_uses(tmp_path):
     index = MusicIndex(tmp_path / "i", "solo", {"nothingHere": ("flute",)})
     report = prepare_music(tmp_path / "o", index, tmp_path / "none", None, CFG, progress=False)
     assert report.skipped == {"nothingHere": f"no nothingHere.mp4 (or .mkv/.webm/.mov) in {tmp_path / 'none'}"}
+
+
+def test_demo_music_boxes_hold_the_instrument(tmp_path):
+    from dsol_lite.data.music_demo import _COLOURS, make_demo_music
+
+    src = make_demo_music(tmp_path / "src", videos_per_class=1, seconds=3.0)
+    prepare_music(tmp_path / "m", read_music_index(src["index"]), src["videos"], read_boxes(src["boxes"]),
+                  PrepareConfig(frame_height=108, val_videos=0), progress=False)
+    manifest = read_manifest(tmp_path / "m")
+    clips = [read_clip(manifest, e.clip_id) for e in manifest.select("test")]
+    assert {c.extra["fps"] for c in clips} == {25.0, 30.0} and len(clips) == 3 * 4
+    for clip in clips:  # the box of the key's time is centred on the disk in the frame shown at that time
+        x1, y1, x2, y2 = clip.frames[0].objects[0].box
+        image = np.asarray(Image.open(manifest.clip_dir(clip.clip_id) / clip.frames[0].file)).astype(int)
+        centre = image[(y1 + y2) // 2, (x1 + x2) // 2]
+        assert np.abs(centre - _COLOURS[clip.sources[0].label]).max() < 40, clip.extra
