@@ -190,7 +190,7 @@ def test_prepare_disk_full_leaves_nothing_marked_done(music_src, tmp_path, monke
     real_write = music.sf.write
 
     def full_disk(path, *args, **kwargs):
-        if "celloBBB30x" in str(path):
+        if "violinCC30x" in str(path):  # the last video in order: the others are done first
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(path, *args, **kwargs)
 
@@ -198,11 +198,11 @@ def test_prepare_disk_full_leaves_nothing_marked_done(music_src, tmp_path, monke
     cfg = PrepareConfig(segment_seconds=1.5, frames_per_segment=2, frame_height=72)
     with pytest.raises(DataError, match="disk is full"):
         prepare_music(out, read_music_index(index), root / "videos", None, cfg, jobs=1, progress=False)
-    assert not (out / "done" / "solo-celloBBB30x.json").exists()
-    assert not list((out / "clips").glob("celloBBB30x*"))  # no half-written clip, not even a .part
+    assert not (out / "done" / "solo-violinCC30x.json").exists()
+    assert not list((out / "clips").glob("violinCC30x*"))  # no half-written clip, not even a .part
     monkeypatch.setattr(music.sf, "write", real_write)  # space freed: the same command finishes the job
     report = prepare_music(out, read_music_index(index), root / "videos", None, cfg, jobs=1, progress=False)
-    assert "celloBBB30x" in report.prepared and report.reused  # what was done before is reused
+    assert report.prepared == ["violinCC30x"] and len(report.reused) == 4  # what was done before is reused
 
 
 def test_prepare_refuses_unwritable_folder(tmp_path, monkeypatch):

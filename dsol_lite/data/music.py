@@ -312,9 +312,14 @@ def prepare_music(out: str | Path, index: MusicIndex, videos_dir: str | Path, bo
                             "skipped_frames": skipped})
         report.prepared.append(video_id)
 
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
+    pool = ThreadPoolExecutor(max(1, jobs))
+    try:
         list(tqdm(pool.map(one, sorted(index.videos)), total=len(index.videos), desc=f"prepare {index.kind}",
                   disable=not progress))
+    except BaseException:
+        pool.shutdown(cancel_futures=True)  # e.g. a full disk: start no further video
+        raise
+    pool.shutdown()
     for video_id in sorted(set(boxed) - set(index.videos)):
         report.skipped_frames.append((video_id, "boxed video is not in the index"))
     entries = write_manifest(out, cfg.sample_rate)
