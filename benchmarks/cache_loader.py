@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from dsol_lite.data.annotations import MusicIndex
+from dsol_lite.data.audio import crop_window
 from dsol_lite.data.music import PrepareConfig, prepare_music
 from dsol_lite.data.prepared import build_cache, open_cache
 from dsol_lite.data.schema import read_clip, read_manifest
@@ -62,11 +63,7 @@ def cache_batch(cache, clips, picks: list[int]) -> tuple[np.ndarray, np.ndarray]
 
 
 def window(wave: np.ndarray, centre: float) -> np.ndarray:
-    start = max(0, int(centre * 16000) - 8000)
-    out = np.zeros(16000, np.float32)
-    piece = wave[start:start + 16000]
-    out[:len(piece)] = piece
-    return out
+    return crop_window(wave, 16000, centre, 1.0)
 
 
 def main() -> None:

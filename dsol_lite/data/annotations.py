@@ -108,6 +108,14 @@ def _load(path: str | Path) -> tuple[Path, Any]:
         raise AnnotationError(path, f"not valid JSON ({err})") from None
 
 
+def _load_list(path: str | Path) -> tuple[Path, list]:
+    """An AVGN or VGG-SS file: a JSON list of ``{file, class, bbox}`` entries."""
+    path, d = _load(path)
+    if not isinstance(d, list):
+        raise AnnotationError(path, f"expected a list of {{file, class, bbox}} entries, got {type(d).__name__}")
+    return path, d
+
+
 def _xywh(raw: Any, path: Path, where: str) -> tuple[float, float, float, float]:
     if not (isinstance(raw, list) and len(raw) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                              for v in raw)):
@@ -170,9 +178,7 @@ def read_dsol_boxes(path: str | Path, fps: float = ANNOTATION_FPS) -> BoxFile:
 def read_avgn_boxes(path: str | Path, fps: float = ANNOTATION_FPS) -> BoxFile:
     """AVGN's MUSIC solo (``class``, ``bbox``) or duet (``class_src1``, ``bbox_src1``, ...) boxes:
     normalised ``[x, y, w, h]`` keyed by ``<id>_SSS_NNNNN`` (frame NNNNN at 30 fps)."""
-    path, d = _load(path)
-    if not isinstance(d, list):
-        raise AnnotationError(path, f"expected a list of {{file, class, bbox}} entries, got {type(d).__name__}")
+    path, d = _load_list(path)
     out = BoxFile(path, [])
     for i, entry in enumerate(d):
         key = entry.get("file") if isinstance(entry, dict) else None
@@ -197,9 +203,7 @@ def read_vggss_boxes(path: str | Path) -> BoxFile:
     """VGG-SS: ``{file: <id>_<start>, class, bbox: [[x1, y1, x2, y2], ...]}`` normalised, for the
     middle frame of the 10-s clip (``time`` = 5 s into the clip; ``video`` = the clip's file name).
     Degenerate boxes (x2 <= x1 or y2 <= y1; the real file has some) are dropped and counted."""
-    path, d = _load(path)
-    if not isinstance(d, list):
-        raise AnnotationError(path, f"expected a list of {{file, class, bbox}} entries, got {type(d).__name__}")
+    path, d = _load_list(path)
     out = BoxFile(path, [])
     for i, entry in enumerate(d):
         key = entry.get("file") if isinstance(entry, dict) else None

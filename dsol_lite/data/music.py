@@ -40,7 +40,8 @@ from tqdm.auto import tqdm
 from dsol_lite import __version__
 from dsol_lite.data.annotations import MUSIC_CLASSES, BoxFile, FrameBoxes, MusicIndex
 from dsol_lite.data.schema import (CLIP_FILE, ClipAnnotation, ClipEntry, DatasetManifest, FrameAnnotation,
-                                   ObjectAnnotation, SourceAnnotation, clip_to_json, write_json)
+                                   ObjectAnnotation, SourceAnnotation, clip_to_json, read_clip, read_manifest,
+                                   write_json)
 from dsol_lite.data.video import VideoInfo, audio_track, frames_at, probe
 from dsol_lite.errors import ConfigError, DataError
 
@@ -187,9 +188,7 @@ def prepare_video(video: Path, video_id: str, classes: tuple[str, ...], kind: st
                                                                                               list[tuple[str, str]]]:
     """The clips of one video (see the module docstring); returns them and the frames skipped."""
     info: VideoInfo = probe(video)
-    wave = audio_track(video, cfg.sample_rate) if info.has_audio else None
-    if wave is None:
-        raise DataError(video, "has no sound track")
+    wave = audio_track(video, cfg.sample_rate)  # a clear DataError when there is no sound track
     sources = tuple(SourceAnnotation(c, True) for c in classes)
     sr, entries, skipped = cfg.sample_rate, [], []
     if boxes:
@@ -233,7 +232,6 @@ def prepare_video(video: Path, video_id: str, classes: tuple[str, ...], kind: st
 def compose_grid2x2(root: Path, solo: list[ClipEntry], n: int, seed: int, sample_rate: int) -> list[ClipEntry]:
     """DSOL's 2x2 recipe on prepared solo training clips: four clips of different classes tiled
     (middle frames, each tile resized to a quarter), the sounds of two random tiles mixed."""
-    from dsol_lite.data.schema import read_clip, read_manifest  # the solo clips are already on disk
     manifest = read_manifest(root)
     clips = [read_clip(manifest, e.clip_id) for e in solo]
     by_class: dict[str, list[ClipAnnotation]] = {}
