@@ -5,6 +5,7 @@ Notebook: 00_setup_and_data (``dsol-lite synth``, ``dsol-lite info``).
     dsol-lite run                                         # the whole pipeline, report in runs/quick/
     dsol-lite run --method fnac                           # a peer method, report in runs/quick-fnac/
     dsol-lite compare --preset quick --seeds 0 1 2        # every method, 3 seeds, one table
+    torchrun --nproc_per_node 4 -m dsol_lite.cli stage-one data/music runs/full/stage_one --preset full
     dsol-lite synth --preset quick --out worlds/quick     # generate the synthetic world
     dsol-lite info worlds/quick                           # what is in a dataset folder
     dsol-lite prepare-music data/music --videos data/videos --index solo --boxes music_solo_test_boxes.json
@@ -65,7 +66,13 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from dsol_lite.config import default_device
+    from dsol_lite.distributed import launched_ranks
     from dsol_lite.pipeline import run_pipeline
+
+    if launched_ranks().enabled:
+        raise ConfigError("dsol-lite run is one process; under torchrun, train stage one with "
+                          "'dsol-lite stage-one WORLD RUNS/NAME/stage_one --preset P', then 'dsol-lite run --preset P "
+                          "--world WORLD --name NAME' (without torchrun) carries on from the finished stage one")
 
     device = torch.device(args.device) if args.device else default_device()
     start = time.perf_counter()
@@ -87,6 +94,30 @@ def _run(args: argparse.Namespace) -> int:
           f"(centre prior {results['solo']['centre prior']['dsol_iou@0.5']:.3f}); cocktail CIoU@0.3 "
           f"{cocktail['ciou@0.3']:.3f}, NSA {cocktail['nsa']:.3f}")
     print(f"report: {run_dir / 'report.md'}")
+    return 0
+
+
+def _stage_one(args: argparse.Namespace) -> int:
+    import torch
+    import torch.distributed as dist
+
+    from dsol_lite.config import default_device, with_overrides
+    from dsol_lite.distributed import init_distributed
+    from dsol_lite.stage_one import STAGE_ONE_PRESETS, StageOneTrainer
+
+    device = torch.device(args.device) if args.device else default_device()
+    preset = args.preset or ("quick" if device.type == "cpu" else "full")
+    cfg = with_overrides(STAGE_ONE_PRESETS[preset], args.set)
+    ranks, device = init_distributed(device)
+    start = time.perf_counter()
+    try:
+        result = StageOneTrainer(args.world, args.run_dir, cfg, device, not args.no_progress, ranks).fit()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if ranks.is_main:
+        print(f"stage one done in {time.perf_counter() - start:.0f} s on {ranks.world_size} x {device.type}: "
+              f"best val IoU@0.5 {result['best_val_iou@0.5']:.3f} after {result['epochs']} epochs; {args.run_dir}")
     return 0
 
 
@@ -180,6 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=_compare)
+
+    o = sub.add_parser("stage-one", help="train DSOL's stage one only; runs on several GPUs under torchrun")
+    o.add_argument("world", help="dataset folder (a synthetic world or prepared MUSIC)")
+    o.add_argument("run_dir", help="checkpoints and metrics go here; an existing run resumes")
+    o.add_argument("--preset", choices=("quick", "full"), help="default: quick on CPU, full on a GPU")
+    o.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one StageOneConfig setting, e.g. --set epochs=5 --set prepared=data/cache-224")
+    o.add_argument("--device", help="cpu, cuda, mps (default: the best available; torchrun: one GPU per process)")
+    o.add_argument("--no-progress", action="store_true")
+    o.set_defaults(func=_stage_one)
 
     s = sub.add_parser("synth", help="generate the synthetic audio-visual world")
     s.add_argument("--preset", default="quick", help="sample | tiny | quick | full (default: quick)")

@@ -9,13 +9,17 @@ Quick mode is on when ``DSOL_QUICK=1``, or when no GPU is found and ``DSOL_QUICK
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import sys
+from typing import TypeVar
 
 import torch
 
 from dsol_lite.errors import ConfigError
+
+T = TypeVar("T")
 
 
 def default_device() -> torch.device:
@@ -35,6 +39,37 @@ def is_quick() -> bool:
     if flag not in ("0", "1"):
         raise ConfigError(f"DSOL_QUICK={flag!r}: set it to 1 (quick) or 0 (full)")
     return flag == "1"
+
+
+def with_overrides(cfg: T, pairs: list[str]) -> T:
+    """A copy of the dataclass ``cfg`` with ``KEY=VALUE`` settings (``--set`` on the command line).
+
+    Values are read as the field's type (``none`` for optional fields; ``true``/``false``).
+    """
+    fields = {f.name: str(f.type) for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
+    changes = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in fields:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+        kind = fields[key]
+        try:
+            if text.lower() == "none" and "None" in kind:
+                value = None
+            elif kind.startswith("bool"):
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError("use true or false")
+                value = text.lower() in ("true", "1")
+            elif kind.startswith("int"):
+                value = int(text)
+            elif kind.startswith("float"):
+                value = float(text)
+            else:
+                value = text
+        except ValueError as err:
+            raise ConfigError(f"--set {pair!r}: {key} is {kind} ({err})") from None
+        changes[key] = value
+    return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
 
 
 def in_colab() -> bool:

@@ -88,11 +88,15 @@ class ClipFeatures(NamedTuple):
 
 @torch.no_grad()
 def extract_object_features(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
-                            threshold: float = 0.05, feature_norm: str = "mask", batch_size: int = 64) -> ClipFeatures:
-    """Object, audio and pooled visual features of every clip of a single-source dataset (eval mode)."""
+                            threshold: float = 0.05, feature_norm: str = "mask", batch_size: int = 64,
+                            items: range | None = None) -> ClipFeatures:
+    """Object, audio and pooled visual features of every clip of a single-source dataset (eval mode),
+    or of the clips ``items`` only (one rank's share in a distributed run)."""
     model.eval()
+    items = items if items is not None else range(len(dataset))
+    batches = [list(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
     objs, auds, vis, labels, empty = [], [], [], [], 0
-    for batch in iterate(dataset, sequential_batches(len(dataset), batch_size)):
+    for batch in iterate(dataset, batches):
         batch = to_device(batch, device)
         out = model.encode(batch["image"], log_mel(batch["audio"]))
         feats, no_mask = object_features(out.v_fea.float(), model.localization_map(out).float(), threshold,

@@ -25,10 +25,13 @@ from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel
 from dsol_lite.data.datasets import SoloPairs
 from dsol_lite.dictionary import DictionaryRound, build_dictionary, cluster_report, run_kmeans
+from dsol_lite.distributed import (Part, Ranks, broadcast_from_main, gather_rows, gather_with_grad, mean_over_ranks,
+                                   shard, sync_batchnorm, wrap)
 from dsol_lite.errors import ConfigError
 from dsol_lite.evaluate import extract_object_features, localization_maps
 from dsol_lite.metrics import dsol_single_source, upsample
 from dsol_lite.models import BackbonePair, DSOLStageOne
+from dsol_lite.models.dsol import StageOneOutput
 from dsol_lite.objectives import stage_one_loss
 from dsol_lite.training import (Interrupted, ResumableRun, autocast, batch_order, check_finite, iterate,
                                 optimizer_step, seed_everything, to_device, world_fingerprint)
@@ -101,11 +104,17 @@ def build_stage_one(cfg: StageOneConfig, num_clusters: int) -> DSOLStageOne:
 
 
 class StageOneTrainer(ResumableRun):
+    """Stage one in one process, or in several (``ranks``, see ``dsol_lite.distributed``): each rank
+    then takes its share of every global batch of ``cfg.batch_size`` clips, with the same result."""
+
     def __init__(self, world: str | Path, run_dir: str | Path, cfg: StageOneConfig,
-                 device: torch.device | None = None, progress_bar: bool = True) -> None:
+                 device: torch.device | None = None, progress_bar: bool = True, ranks: Ranks = Ranks()) -> None:
         self.cfg, self.world, self.run_dir = cfg.validate(), Path(world), Path(run_dir)
         self.device = device or default_device()
-        self.progress_bar = progress_bar
+        self.progress_bar, self.ranks = progress_bar, ranks
+        if cfg.batch_size % ranks.world_size:
+            raise ConfigError(f"batch_size={cfg.batch_size} cannot be split evenly over {ranks.world_size} "
+                              f"processes: use a batch size divisible by the number of processes")
         kw = {"image_size": cfg.image_size, "seed": cfg.seed, "cache": cfg.cache, "prepared": cfg.prepared}
         self.train_set = SoloPairs(world, "train", train=True, **kw)
         self.feature_set = SoloPairs(world, "train", **kw)  # same clips, no augmentation
@@ -117,6 +126,8 @@ class StageOneTrainer(ResumableRun):
                               f"({len(self.train_set)}): k-means needs at least one clip per cluster")
         seed_everything(cfg.seed)
         self.model = build_stage_one(cfg, self.k).to(self.device)
+        if ranks.enabled:  # before the optimizers: SyncBatchNorm brings new modules
+            sync_batchnorm(self.model, self.device)
         self.log_mel = LogMel(AudioConfig()).to(self.device)
         trunk = [p for n, p in self.model.named_parameters() if "classifier" not in n and n != "scale"]
         self.optimizer = torch.optim.Adam([{"params": trunk, "lr_mult": 1.0},
@@ -129,6 +140,11 @@ class StageOneTrainer(ResumableRun):
         self._head_inputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self.best = float("-inf")
         self._open_run(self.run_dir, cfg.fingerprint(self.world))
+        self._streams, self._classifier = None, None  # DDP wrappers (distributed runs), made when needed
+        if ranks.enabled:
+            m = self.model
+            self._streams = wrap(Part(m.encode, backbones=m.backbones, v_proj=m.v_proj, a_proj=m.a_proj,
+                                      scale=m.scale), self.device)
 
     # -- state --------------------------------------------------------------------------
     def _new_heads_optimizer(self) -> None:
@@ -196,14 +212,14 @@ class StageOneTrainer(ResumableRun):
         self.train_set.set_epoch(p.epoch * 100)
         self.model.train()
         with self._bar(len(batches), p.step, "localize") as bar:
-            for batch in iterate(self.train_set, batches, p.step, cfg.num_workers):
+            for batch in iterate(self.train_set, self._my_share(batches), p.step, cfg.num_workers):
                 batch = to_device(batch, self.device)
                 self._set_trunk_lr(*self.localize_lr(p.epoch, p.step))
-                labels, avoid = batch["label"], cfg.avoid_same_class
-                if cfg.avoid_same_cluster and self.pseudo_labels is not None:  # no labels: the last round's clusters
-                    labels, avoid = self.pseudo_labels.to(self.device)[batch["index"]], True
                 with autocast(self.device):
-                    out = self.model.encode(batch["image"], self.log_mel(batch["audio"]))
+                    out = self._encode_global_batch(batch)
+                    labels, avoid = batch["label"], cfg.avoid_same_class
+                    if cfg.avoid_same_cluster and self.pseudo_labels is not None:  # the last round's clusters
+                        labels, avoid = self.pseudo_labels.to(self.device)[batch["index"]], True
                     loss, stats = stage_one_loss(self.model, out, labels, avoid, cfg.negatives)
                 check_finite(loss, f"epoch {p.epoch}, localize step {p.step}", self.ckpt.path("last"))
                 optimizer_step(loss, [self.optimizer], self.scaler)
@@ -213,18 +229,49 @@ class StageOneTrainer(ResumableRun):
                 bar.update()
                 self._after_step()
 
+    def _my_share(self, batches: list[list[int]]) -> list[list[int]]:
+        return [shard(b, self.ranks) for b in batches] if self.ranks.enabled else batches
+
+    def _encode_global_batch(self, batch: dict[str, torch.Tensor]) -> StageOneOutput:
+        """Encode this process's clips. Distributed: the embeddings of the *global* batch (gathered
+        with gradients), and ``batch``'s labels and indices replaced by the global batch's, so the
+        loss and its negatives are those of one process on the whole batch. ``v_fea`` and ``a_fea``
+        stay this rank's own (the loss does not use them)."""
+        mel = self.log_mel(batch["audio"])
+        if not self.ranks.enabled:
+            return self.model.encode(batch["image"], mel)
+        out = self._streams(batch["image"], mel)
+        for key in ("label", "index"):
+            batch[key] = gather_rows(batch[key])
+        return dataclasses.replace(out, v_emb=gather_with_grad(out.v_emb), a_emb=gather_with_grad(out.a_emb))
+
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Every rank's rows, in rank order (CPU tensors travel through this rank's device)."""
+        return gather_rows(x.to(self.device)).cpu() if self.ranks.enabled else x
+
     def extract(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """Object features, audio features and true labels of every training clip (eval mode)."""
+        """Object features, audio features and true labels of every training clip (eval mode).
+        Distributed: each rank extracts a contiguous share of the clips, then all are gathered."""
+        n, r = len(self.feature_set), self.ranks
+        items = range(n * r.rank // r.world_size, n * (r.rank + 1) // r.world_size)
         f = extract_object_features(self.model, self.feature_set, self.log_mel, self.device,
-                                    self.cfg.mask_threshold, self.cfg.feature_norm)
-        self._head_inputs = (f.visual, f.audio)  # what the pseudo-label heads see, for a frozen trunk
-        return f.objects, f.audio, f.labels, f.empty
+                                    self.cfg.mask_threshold, self.cfg.feature_norm, items=items)
+        objects, audio, visual, labels = (self._gather(x) for x in (f.objects, f.audio, f.visual, f.labels))
+        empty = int(self._gather(torch.tensor([f.empty])).sum())
+        self._head_inputs = (visual, audio)  # what the pseudo-label heads see, for a frozen trunk
+        return objects, audio, labels, empty
 
     def _cluster(self) -> None:
         p = self.progress
         start = time.perf_counter()
         feats, _, labels, empty = self.extract()
-        assign = run_kmeans(feats, self.k, seed=self.cfg.seed * 1000 + p.epoch)
+        if self.ranks.enabled:  # rank 0 clusters, every rank gets its assignment
+            assign = torch.zeros(len(feats), dtype=torch.long, device=self.device)
+            if self.ranks.is_main:
+                assign[:] = torch.as_tensor(run_kmeans(feats, self.k, seed=self.cfg.seed * 1000 + p.epoch))
+            assign = broadcast_from_main(assign).cpu().numpy()
+        else:
+            assign = run_kmeans(feats, self.k, seed=self.cfg.seed * 1000 + p.epoch)
         report = cluster_report(assign, labels.numpy(), self.k, len(self.classes))
         self.round_stats = {k: report[k] for k in ("nmi", "purity", "hungarian_acc")}
         self.round = p.epoch
@@ -232,6 +279,7 @@ class StageOneTrainer(ResumableRun):
         self.pseudo_labels = torch.as_tensor(assign, dtype=torch.long)
         self.model.reset_classifiers(self.k, seed=self.cfg.seed * 1000 + p.epoch)
         self._new_heads_optimizer()
+        self._classifier = None  # new heads: a new DDP wrapper
         self.log.write(epoch=p.epoch, phase="cluster", nmi=report["nmi"], purity=report["purity"],
                        hungarian_acc=report["hungarian_acc"], empty_masks=empty,
                        seconds=round(time.perf_counter() - start, 2))
@@ -254,17 +302,21 @@ class StageOneTrainer(ResumableRun):
                        optimizers: list[torch.optim.Optimizer], bar) -> None:
         p = self.progress
         loss = F.cross_entropy(v_logits.float(), target) + F.cross_entropy(a_logits.float(), target)
-        check_finite(loss, f"epoch {p.epoch}, classify step {p.step}", self.ckpt.path("last"))
+        stats = {"loss": loss.item(), "visual_acc": (v_logits.argmax(1) == target).float().mean().item(),
+                 "audio_acc": (a_logits.argmax(1) == target).float().mean().item()}
+        if self.ranks.enabled and len(optimizers) > 1:  # each rank saw its share: report the global batch
+            stats = mean_over_ranks(stats, self.device)
+        check_finite(torch.tensor(stats["loss"]), f"epoch {p.epoch}, classify step {p.step}", self.ckpt.path("last"))
         optimizer_step(loss, optimizers, self.scaler)
-        self.log.write(epoch=p.epoch, phase="classify", step=p.step, loss=loss.item(),
-                       visual_acc=(v_logits.argmax(1) == target).float().mean().item(),
-                       audio_acc=(a_logits.argmax(1) == target).float().mean().item())
+        self.log.write(epoch=p.epoch, phase="classify", step=p.step, **stats)
         bar.update()
         self._after_step()
 
     def _classify_heads_only(self, batches: list[list[int]], bar) -> None:
         """Frozen trunk: the heads learn on the features extracted for clustering (no second pass
-        over the images; BatchNorm statistics stay as they are)."""
+        over the images; BatchNorm statistics stay as they are). Distributed: every rank has all the
+        features and trains the same heads on the same global batches; rank 0's are broadcast at
+        the end, so the ranks cannot drift apart."""
         if self._head_inputs is None:  # resumed mid-phase: the frozen trunk gives the same features again
             self.extract()
         visual, audio = (x.to(self.device) for x in self._head_inputs)
@@ -273,6 +325,9 @@ class StageOneTrainer(ResumableRun):
             idx = torch.tensor(idx, device=self.device)
             self._classify_step(self.model.v_classifier(visual[idx]), self.model.a_classifier(audio[idx]),
                                 labels[idx], [self.heads_optimizer], bar)
+        if self.ranks.enabled:
+            for t in [*self.model.v_classifier.parameters(), *self.model.a_classifier.parameters()]:
+                t.data = broadcast_from_main(t.data)
 
     def _classify_with_trunk(self, batches: list[list[int]], start: int, n_pass: int, bar) -> None:
         """DSOL: heads and backbones learn on the pseudo-labels, with augmented clips."""
@@ -280,11 +335,17 @@ class StageOneTrainer(ResumableRun):
         self._set_trunk_lr(cfg.lr if cfg.class_lr is None else cfg.class_lr)
         self.model.train()
         self.train_set.set_epoch(p.epoch * 100 + 1 + n_pass)
-        for batch in iterate(self.train_set, batches, start, cfg.num_workers):
+        classify = self.model.classify
+        if self.ranks.enabled:  # DDP over what this phase trains: the backbones and the new heads
+            m = self.model
+            self._classifier = self._classifier or wrap(
+                Part(m.classify, backbones=m.backbones, v_classifier=m.v_classifier, a_classifier=m.a_classifier),
+                self.device)
+            classify = self._classifier
+        for batch in iterate(self.train_set, self._my_share(batches), start, cfg.num_workers):
             batch = to_device(batch, self.device)
             with autocast(self.device):
-                v_logits, a_logits = self.model.class_logits(
-                    self.model.encode(batch["image"], self.log_mel(batch["audio"])))
+                v_logits, a_logits = classify(batch["image"], self.log_mel(batch["audio"]))
             self._classify_step(v_logits, a_logits, self.pseudo_labels.to(self.device)[batch["index"]],
                                 [self.optimizer, self.heads_optimizer], bar)
 
@@ -294,7 +355,11 @@ class StageOneTrainer(ResumableRun):
         return DictionaryRound(self.round, self.dictionary, head, self.pseudo_labels, dict(self.round_stats))
 
     def _validate(self) -> None:
+        """DSOL's IoU@0.5 on the val split keeps the best checkpoint (rank 0 only: the split is small)."""
         p = self.progress
+        if not self.ranks.is_main:
+            self.best = float(broadcast_from_main(torch.tensor([0.0], dtype=torch.float64, device=self.device)))
+            return
         maps, gt = localization_maps(self.model, self.val_set, self.log_mel, self.device)
         val = dsol_single_source(upsample(maps, gt.shape[-1]), gt)
         self.log.write(epoch=p.epoch, phase="validate", **{"val_iou@0.5": val["iou@0.5"], "val_auc": val["auc"]})
@@ -305,6 +370,8 @@ class StageOneTrainer(ResumableRun):
             if self.round >= 0:
                 self._current_round().save(self.run_dir / "dictionary.pt")
             self.log.write(epoch=p.epoch, phase="select", best=self.best, round=self.round)
+        if self.ranks.enabled:
+            broadcast_from_main(torch.tensor([self.best], dtype=torch.float64, device=self.device))
 
     def load_best(self) -> DSOLStageOne:
         """The model of the best validation epoch (a fresh module on this trainer's device)."""

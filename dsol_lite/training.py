@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from dsol_lite.distributed import Ranks
 from dsol_lite.errors import ConfigError, DataError
 
 
@@ -127,12 +128,15 @@ def atomic_torch_save(payload: dict[str, Any], path: Path) -> Path:
 
 
 class MetricsLog:
-    """Append-only JSON-lines log of a run (``metrics.jsonl``)."""
+    """Append-only JSON-lines log of a run (``metrics.jsonl``); ``enabled=False`` writes nothing
+    (the ranks other than 0 of a distributed run)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
 
     def write(self, **record: Any) -> None:
+        if not self.enabled:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
@@ -231,15 +235,17 @@ class ResumableRun:
     A subclass sets ``model``, ``scaler`` and ``cfg.checkpoint_every``, and defines
     ``_optimizers()``, ``_extra_state()`` and ``_load_extra_state(extra)``; then calls
     ``_open_run(run_dir, fingerprint)`` (which resumes when the folder has a ``last.pt``).
+    In a distributed run (``ranks``), only rank 0 writes checkpoints, logs and progress bars.
     """
 
     model: nn.Module
     scaler: torch.amp.GradScaler | None
     progress_bar: bool = True
+    ranks: Ranks = Ranks()
 
     def _open_run(self, run_dir: Path, fingerprint: dict[str, Any], first_phase: str = "localize") -> None:
         self.ckpt = Checkpoints(run_dir, fingerprint)
-        self.log = MetricsLog(Path(run_dir) / "metrics.jsonl")
+        self.log = MetricsLog(Path(run_dir) / "metrics.jsonl", enabled=self.ranks.is_main)
         self.progress = Progress(phase=first_phase)
         self._interrupt_after: int | None = None
         if self.ckpt.path("last").exists():
@@ -255,6 +261,8 @@ class ResumableRun:
         pass
 
     def _save(self, name: str = "last") -> Path:
+        if not self.ranks.is_main:
+            return self.ckpt.path(name)
         return self.ckpt.save(name, self.model, self._optimizers(), self.progress, self._extra_state(), self.scaler)
 
     def _resume(self) -> None:
@@ -281,7 +289,7 @@ class ResumableRun:
         # refresh at most every 2 s: in a notebook each refresh is a widget message, and thousands of
         # them overflow the kernel's output channel (nbval then loses the end of the cell)
         return tqdm(total=total, initial=start, desc=f"epoch {self.progress.epoch} {desc}", unit="batch",
-                    disable=not self.progress_bar, leave=False, mininterval=2.0)
+                    disable=not (self.progress_bar and self.ranks.is_main), leave=False, mininterval=2.0)
 
 
 class EpochRun(ResumableRun):

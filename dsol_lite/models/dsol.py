@@ -59,6 +59,11 @@ class DSOLStageOne(nn.Module):
         """Pseudo-label logits: visual (on the average-pooled map) and audio."""
         return self.v_classifier(out.v_fea.mean(dim=(2, 3))), self.a_classifier(out.a_fea)
 
+    def classify(self, images: torch.Tensor, log_mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pseudo-label logits straight from the backbones (the embeddings are not needed)."""
+        v_fea, a_fea = self.backbones.visual(images), self.backbones.audio(log_mel)
+        return self.v_classifier(v_fea.mean(dim=(2, 3))), self.a_classifier(a_fea)
+
     def reset_classifiers(self, num_clusters: int, seed: int) -> None:
         """Fresh K-way heads for a new clustering round (DSOL: N(0, 0.01) weights, zero bias).
 
