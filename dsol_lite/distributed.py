@@ -100,7 +100,8 @@ def shard(batch: list[int], ranks: Ranks) -> list[int]:
 class _ContiguousGrad(torch.autograd.Function):
     """Identity whose backward makes the gradient contiguous: gloo's collectives read the raw
     memory of the gradients they exchange, and a transposed one (e.g. from ``einsum``) comes out
-    scrambled without any error."""
+    scrambled without any error (the all-to-all behind ``all_gather``'s backward, torch 2.11;
+    pytorch/pytorch#192920 reports the same for gloo's scatter, broadcast and reduce)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
