@@ -23,7 +23,7 @@ from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel
 from dsol_lite.data.datasets import MultiSourceScenes, SoloPairs
 from dsol_lite.data.schema import MANIFEST_FILE, read_manifest
-from dsol_lite.errors import ConfigError
+from dsol_lite.errors import ConfigError, DataError
 from dsol_lite.evaluate import (class_maps_at_image, evaluate_single_source, extract_object_features,
                                 localization_maps, mean_box_area, scalar_table, stage_two_maps, with_silent_filter)
 from dsol_lite.metrics import avgn_multi_source, dsol_multi_source, silent_object_scores, upsample
@@ -37,9 +37,14 @@ from dsol_lite.training import MetricsLog
 MULTI_KINDS = ("cocktail", "grid2x2", "duet")
 
 
+def rel_threshold(manifest_name: str, kind: str) -> float:
+    """DSOL's multi-source region threshold (x max): 0.2 on real MUSIC duets, 0.5 on synthetic scenes."""
+    return 0.2 if manifest_name == "MUSIC" and kind == "duet" else 0.5
+
+
 @dataclass(frozen=True)
 class PipelinePreset:
-    world: str  # the synthetic world preset generated when the world folder is missing
+    world: str | None  # the synthetic world preset generated when the world folder is missing (None: real data)
     stage_one: StageOneConfig
     stage_two: StageTwoConfig
 
@@ -47,24 +52,31 @@ class PipelinePreset:
 PIPELINE_PRESETS = {
     "quick": PipelinePreset("quick", STAGE_ONE_PRESETS["quick"], STAGE_TWO_PRESETS["quick"]),
     "full": PipelinePreset("full", STAGE_ONE_PRESETS["full"], STAGE_TWO_PRESETS["full"]),
+    # prepared MUSIC (notebook 07): DSOL's stage one, stage two on 2x2 scenes then real duets
+    "music": PipelinePreset(None, STAGE_ONE_PRESETS["full"], STAGE_TWO_PRESETS["music"]),
 }
 
 
-def ensure_world(world: Path, preset_name: str, progress: bool = True) -> Path:
-    """Use the dataset at ``world`` if it has a manifest; otherwise generate the preset's world there."""
+def ensure_world(world: Path, preset_name: str | None, progress: bool = True) -> Path:
+    """Use the dataset at ``world`` if it has a manifest; otherwise generate the preset's world there
+    (``preset_name=None``: real data, which only ``dsol-lite prepare-music`` makes)."""
     from dsol_lite.synth.config import preset
     from dsol_lite.synth.writer import generate_world
 
     if (world / MANIFEST_FILE).exists():
         read_manifest(world)  # validates, with errors naming the file
         return world
+    if preset_name is None:
+        raise DataError(world / MANIFEST_FILE, "no prepared dataset here: make it with `dsol-lite prepare-music` "
+                                               "(solo, then duet with --grid2x2; README, notebook 07)")
     return generate_world(preset(preset_name), world, progress=progress)
 
 
-def _multi_row(maps: dict, mapping: dict[int, int], num_classes: int, avgn: bool = True) -> tuple[dict, torch.Tensor]:
+def _multi_row(maps: dict, mapping: dict[int, int], num_classes: int, avgn: bool = True,
+               rel: float = 0.5) -> tuple[dict, torch.Tensor]:
     """One table row (DSOL multi-source, and AVGN-style unless ``avgn=False``) and the class maps."""
     up = class_maps_at_image(maps, mapping, num_classes)
-    dsol = dsol_multi_source(up, maps["class_boxes"], maps["sounding"])
+    dsol = dsol_multi_source(up, maps["class_boxes"], maps["sounding"], rel)
     row = {"ciou@0.3": dsol["ciou@0.3"], "auc": dsol["auc"], "nsa": dsol["nsa"]}
     if avgn:
         a = avgn_multi_source(up, maps["class_boxes"], maps["sounding"])
@@ -83,7 +95,7 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
     classes = read_manifest(world).classes
 
     solo, train = SoloPairs(world, "test", image_size=size), SoloPairs(world, "train", image_size=size)
-    prior_area = mean_box_area(train)
+    prior_area = mean_box_area(train) or mean_box_area(SoloPairs(world, "val", image_size=size))  # MUSIC: val boxes
     maps1, gt = localization_maps(s1_model, solo, log_mel, device)
     table = evaluate_single_source(maps1, gt, prior_area)
     maps2, _ = localization_maps(s2_model.net, solo, log_mel, device)
@@ -99,18 +111,21 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
                                "DSOL stage two (class maps weighted by what is heard)": []}
     sounding_masks, silent_masks = [], []
     k = len(classes)
-    for kind in MULTI_KINDS:
+    manifest = read_manifest(world)
+    present = {e.kind for e in manifest.select("test")}
+    for kind in [kind for kind in MULTI_KINDS if kind in present]:  # prepared MUSIC: duets only
+        rel = rel_threshold(manifest.name, kind)
         scenes = MultiSourceScenes(world, "test", (kind,), image_size=size)
         raw2 = stage_two_maps(s2_model, scenes, log_mel, device, filter_silent=False)
         raw1 = stage_two_maps(untrained, scenes, log_mel, device, filter_silent=False)
         m = with_silent_filter(raw2)
         rows = {}
-        rows["DSOL stage two"], up = _multi_row(m, mapping, k)
-        rows["stage two, no silent filter"], _ = _multi_row(raw2, mapping, k)
-        rows["stage-one dictionary, untrained"], _ = _multi_row(with_silent_filter(raw1), mapping, k)
+        rows["DSOL stage two"], up = _multi_row(m, mapping, k, rel=rel)
+        rows["stage two, no silent filter"], _ = _multi_row(raw2, mapping, k, rel=rel)
+        rows["stage-one dictionary, untrained"], _ = _multi_row(with_silent_filter(raw1), mapping, k, rel=rel)
         loc1 = upsample(raw1["loc_maps"], size)
         same_for_all = loc1[:, None].expand(-1, k, -1, -1)  # class-agnostic: one map for every class
-        d = dsol_multi_source(same_for_all, m["class_boxes"], m["sounding"])
+        d = dsol_multi_source(same_for_all, m["class_boxes"], m["sounding"], rel)
         rows["stage-one map for every class"] = {"ciou@0.3": d["ciou@0.3"], "auc": d["auc"], "nsa": d["nsa"]}
         multi[kind], keep[kind] = rows, {**m, "up": up, "scenes": scenes}
         if kind in ("cocktail", "grid2x2"):  # the scene kinds with silent objects
@@ -121,18 +136,19 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
             sounding_masks.append(m["class_boxes"].any(1))
             silent_masks.append(m["silent_boxes"])
     silent_rows = {name: silent_object_scores(torch.cat(v), torch.cat(sounding_masks), torch.cat(silent_masks))
-                   for name, v in silent.items()}
+                   for name, v in silent.items() if v}
 
     feats = extract_object_features(s1_model, train, log_mel, device, s1_cfg.mask_threshold, s1_cfg.feature_norm)
     n = min(12, len(solo))
     figures = {
         "solo_gallery": heatmap_gallery(torch.stack([solo[i]["image"] for i in range(n)]),
                                         upsample(maps1[:n], size), gt[:n], table["model"]["_dsol"]["iou"][:n]),
-        "class_maps": _class_map_figure(keep["cocktail"], size, classes),
         "clusters": cluster_plot(feats.objects, rnd.pseudo_labels.numpy(), feats.labels.numpy(), classes),
         "training_curves": training_curves(MetricsLog(run_dir / "stage_one" / "metrics.jsonl").read(),
                                            MetricsLog(run_dir / "stage_two" / "metrics.jsonl").read()),
     }
+    if keep:  # the first multi-source kind of the test split (cocktail on the synthetic world)
+        figures["class_maps"] = _class_map_figure(next(iter(keep.values())), size, classes)
     results = {"solo": solo_rows, "multi": multi, "silent_objects": silent_rows,
                "dictionary": {"round": rnd.round, "nmi": report["nmi"], "purity": report["purity"],
                               "hungarian_acc": report["hungarian_acc"], "mapping": mapping}}
@@ -161,7 +177,9 @@ def run_pipeline(preset: str | None = None, world: str | Path | None = None, run
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PIPELINE_PRESETS)}")
     p = PIPELINE_PRESETS[preset]
     s1, s2 = stage_one or p.stage_one, stage_two or p.stage_two
-    world = Path(world) if world is not None else Path("worlds") / p.world
+    if world is None and p.world is None:
+        raise ConfigError(f"preset {preset!r} trains on real data: give the folder written by dsol-lite prepare-music")
+    world = Path(world) if world is not None else Path("worlds") / str(p.world)
     run_dir = Path(runs) / (name or preset)
     seconds = {}
 

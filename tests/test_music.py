@@ -306,3 +306,52 @@ def test_demo_music_boxes_hold_the_instrument(tmp_path):
         image = np.asarray(Image.open(manifest.clip_dir(clip.clip_id) / clip.frames[0].file)).astype(int)
         centre = image[(y1 + y2) // 2, (x1 + x2) // 2]
         assert np.abs(centre - _COLOURS[clip.sources[0].label]).max() < 40, clip.extra
+
+
+def test_duet_index_and_grid2x2_scenes_for_stage_two(music_src, tmp_path):
+    """Stage two's MUSIC data: DSOL's 2x2 scenes composed from solo training clips, and duet videos
+    prepared from a duet index into the same folder; both load as multi-source scenes."""
+    from dsol_lite.data.datasets import MultiSourceScenes
+
+    root, index, _ = music_src
+    out = tmp_path / "music"
+    cfg = PrepareConfig(segment_seconds=1.5, frames_per_segment=2, frame_height=72, val_videos=0, grid2x2=3)
+    prepare_music(out, read_music_index(index), root / "videos", None, cfg, progress=False)
+    for v in ("duetFC25xxx", "duetCT30xxx"):
+        make_video(root / "videos" / f"{v}.mp4", 3.0, 25 if "25" in v else 30, size=(160, 90))
+    duets = write(tmp_path / "duet.json", {"videos": {"flute cello": ["duetFC25xxx"], "cello trumpet": ["duetCT30xxx"]}})
+    report = prepare_music(out, read_music_index(duets), root / "videos", None, cfg, progress=False)
+    assert report.prepared == ["duetCT30xxx", "duetFC25xxx"] and report.clips["duet/train"] == 2 * 2
+
+    manifest = read_manifest(out)
+    grids = [read_clip(manifest, e.clip_id) for e in manifest.clips if e.kind == "grid2x2"]
+    assert len(grids) == 3 and report.clips["grid2x2/train"] == 3
+    for clip in grids:
+        objects = clip.frames[0].objects
+        labels = [o.label for o in objects]
+        assert len(set(labels)) == 4 and sum(o.sounding for o in objects) == 2 == len(clip.sources)
+        assert sorted(o.box for o in objects) == [(0, 0, 128, 128), (0, 128, 128, 256), (128, 0, 256, 128),
+                                                  (128, 128, 256, 256)]
+        image = np.asarray(Image.open(manifest.clip_dir(clip.clip_id) / clip.frames[0].file))
+        assert image.shape == (256, 256, 3)
+        for q, tile_id in enumerate(clip.extra["tiles"]):  # each quadrant is its solo clip's middle frame
+            tile = read_clip(manifest, tile_id)
+            assert tile.sources[0].label == labels[q]
+            frame = tile.frames[len(tile.frames) // 2]
+            src = Image.open(manifest.clip_dir(tile_id) / frame.file).convert("RGB").resize((128, 128), Image.BILINEAR)
+            y, x = (q // 2) * 128, (q % 2) * 128
+            assert np.abs(image[y:y + 128, x:x + 128].astype(int) - np.asarray(src, dtype=int)).mean() < 4
+
+    scenes = MultiSourceScenes(out, "train", ("grid2x2", "duet"), image_size=64)
+    assert len(scenes) == 3 + 4
+    kinds = [scenes.clips[i].kind for i in range(len(scenes))]
+    grid_item = scenes[kinds.index("grid2x2")]
+    assert int(grid_item["sounding"].sum()) == 2 and int(grid_item["present"].sum()) == 4
+    duet_item = scenes[kinds.index("duet")]
+    assert int(duet_item["sounding"].sum()) == 2
+
+    too_few = PrepareConfig(segment_seconds=1.5, frames_per_segment=2, frame_height=72, val_videos=0, grid2x2=2)
+    three = write(tmp_path / "three.json", {"videos": {"flute": ["fluteEEE30x"], "violin": ["violinCC30x"],
+                                                       "trumpet": ["trumpDD25xx"]}})
+    with pytest.raises(ConfigError, match="at least 4 classes"):
+        prepare_music(tmp_path / "small", read_music_index(three), root / "videos", None, too_few, progress=False)

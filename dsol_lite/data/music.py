@@ -318,6 +318,8 @@ def prepare_music(out: str | Path, index: MusicIndex, videos_dir: str | Path, bo
         pool.shutdown(cancel_futures=True)  # e.g. a full disk: start no further video
         raise
     pool.shutdown()
+    report.prepared.sort()  # finished in thread order: sorted, so the report does not depend on timing
+    report.reused.sort()
     for video_id in sorted(set(boxed) - set(index.videos)):
         report.skipped_frames.append((video_id, "boxed video is not in the index"))
     entries = write_manifest(out, cfg.sample_rate)
