@@ -12,6 +12,9 @@ each, measured alternately in one run, and the ratio (issue 6 aims >= 10x).
 A third row times what training actually iterates over: ``SoloPairs(train=True, prepared=...)``
 items, i.e. the cache read *plus* the training augmentation (random resized crop, flip, colour
 jitter, audio window shift), which runs per item on the CPU (the log-mel runs on the device).
+A fourth row does the same with ``device_augment=True``: items stay uint8 and carry their random
+parameters; ``data.augment`` applies them to the whole batch on the device (timed separately
+here, on this CPU: on a GPU it is a few kernels per batch).
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from pathlib import Path
 
 import librosa
 import numpy as np
+import torch
 from PIL import Image
 
 from dsol_lite.data.annotations import MusicIndex
 from dsol_lite.data.audio import crop_window
+from dsol_lite.data.augment import augment_batch
 from dsol_lite.data.datasets import SoloPairs
 from dsol_lite.data.music import PrepareConfig, prepare_music
 from dsol_lite.data.prepared import build_cache, open_cache
@@ -89,8 +94,12 @@ def main() -> None:
         cache = open_cache(Path(tmp) / "cache", manifest, args.size)
         rng = np.random.default_rng(0)
         training = SoloPairs(root, "train", image_size=args.size, train=True, prepared=Path(tmp) / "cache")
+        deferred = SoloPairs(root, "train", image_size=args.size, train=True, prepared=Path(tmp) / "cache",
+                             device_augment=True)
         position = {c.clip_id: i for i, c in enumerate(training.clips)}
-        times = {"per item": [], "cache": [], "training items (cache + CPU augmentation)": []}
+        times = {"per item": [], "cache": [], "training items (cache + CPU augmentation)": [],
+                 "training items (cache, device_augment)": []}
+        batch_augment = []
         for _ in range(args.rounds):
             picks = rng.choice(len(clips), args.batch, replace=len(clips) < args.batch).tolist()
             for name in times:
@@ -99,14 +108,21 @@ def main() -> None:
                     a = per_item_batch(root, clips, picks, args.size)
                 elif name == "cache":
                     b = cache_batch(cache, clips, picks)
-                else:
+                elif name.endswith("CPU augmentation)"):
                     items = [training[position[clips[i].clip_id]] for i in picks]
+                else:
+                    raw = [deferred[position[clips[i].clip_id]] for i in picks]
                 times[name].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            augment_batch({k: torch.stack([item[k] for item in raw]) for k in ("image", "gt_mask", "augment")})
+            batch_augment.append(time.perf_counter() - t)
             assert a[0].shape == b[0].shape and a[1].shape == b[1].shape and len(items) == len(picks)
         rate = {k: args.batch / statistics.median(v) for k, v in times.items()}
         for k, v in rate.items():
             print(f"{k:>9}: {v:9.0f} clips/s (median of {args.rounds} batches of {args.batch}, one process)")
-        print("(the third row is the per-core rate a DataLoader worker reaches in training)")
+        print("(the last two rows are the per-core rates a DataLoader worker reaches in training)")
+        print(f"batched device augmentation of {args.batch} frames, run here on the CPU: "
+              f"{1000 * statistics.median(batch_augment):.0f} ms per batch")
         print(f"ratio cache / per item: {rate['cache'] / rate['per item']:.1f}x")
 
 

@@ -69,6 +69,7 @@ class StageOneConfig:
     num_workers: int = 0
     cache: bool = True  # keep decoded clips in memory
     prepared: str | None = None  # a prepared cache of the dataset (dsol-lite cache): no decoding per item
+    device_augment: bool = False  # crop/flip/jitter whole batches on the device, not per item on the CPU
 
     def validate(self) -> "StageOneConfig":
         if self.batch_size < 2:
@@ -85,6 +86,8 @@ class StageOneConfig:
 
     def fingerprint(self, world: Path) -> dict:
         d = {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_FINGERPRINT}
+        if not self.device_augment:  # off: the same settings as runs made before the option existed
+            del d["device_augment"]
         return d | {"world": world_fingerprint(world)}
 
 
@@ -95,7 +98,7 @@ STAGE_ONE_PRESETS = {
     # far better within a CPU budget
     "quick": StageOneConfig(width=16, image_size=128, epochs=12, lr=1e-3, scale_lr_mult=10.0, class_passes=1,
                             class_lr=0.0, negatives="all", checkpoint_every=25),
-    "full": StageOneConfig(imagenet=True, num_workers=4),
+    "full": StageOneConfig(imagenet=True, num_workers=4, device_augment=True),
 }
 
 
@@ -116,7 +119,7 @@ class StageOneTrainer(ResumableRun):
             raise ConfigError(f"batch_size={cfg.batch_size} cannot be split evenly over {ranks.world_size} "
                               f"processes: use a batch size divisible by the number of processes")
         kw = {"image_size": cfg.image_size, "seed": cfg.seed, "cache": cfg.cache, "prepared": cfg.prepared}
-        self.train_set = SoloPairs(world, "train", train=True, **kw)
+        self.train_set = SoloPairs(world, "train", train=True, device_augment=cfg.device_augment, **kw)
         self.feature_set = SoloPairs(world, "train", **kw)  # same clips, no augmentation
         self.val_set = SoloPairs(world, "val", **kw)
         self.classes = self.train_set.classes

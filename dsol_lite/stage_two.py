@@ -55,6 +55,7 @@ class StageTwoConfig:
     num_workers: int = 0
     cache: bool = True
     prepared: str | None = None  # a prepared cache of the dataset (dsol-lite cache)
+    device_augment: bool = False  # crop/flip/jitter whole batches on the device, not per item on the CPU
 
     def validate(self) -> "StageTwoConfig":
         if self.batch_size < 2:
@@ -78,11 +79,11 @@ class StageTwoConfig:
 
 STAGE_TWO_PRESETS = {
     "quick": StageTwoConfig(epochs=8, warmup_epochs=2, checkpoint_every=25),  # DSOL's lr: 1e-3 undid stage one
-    "full": StageTwoConfig(epochs=5, warmup_epochs=1, num_workers=4),
+    "full": StageTwoConfig(epochs=5, warmup_epochs=1, num_workers=4, device_augment=True),
     # DSOL on MUSIC: 2x2 scenes composed from solo clips (prepare-music --grid2x2), then the real duets;
     # the paper gives "a few epochs", the split 3 + 2 is ours
     "music": StageTwoConfig(epochs=5, warmup_epochs=1, kinds=("grid2x2",), finetune_kinds=("duet",), finetune_from=3,
-                            num_workers=4),
+                            num_workers=4, device_augment=True),
 }
 
 
@@ -144,7 +145,8 @@ class StageTwoTrainer(EpochRun):
         self.stage_one_cfg, stage_one, self.round = load_stage_one(stage_one_dir, self.device)
         size = self.stage_one_cfg.image_size
         self.train_sets = {kinds: MultiSourceScenes(world, "train", kinds, image_size=size, train=True, seed=cfg.seed,
-                                                    cache=cfg.cache, prepared=cfg.prepared)
+                                                    cache=cfg.cache, prepared=cfg.prepared,
+                                                    device_augment=cfg.device_augment)
                            for kinds in {cfg.kinds, cfg.finetune_kinds or cfg.kinds}}
         self.val_set = MultiSourceScenes(world, "val", image_size=size, cache=cfg.cache, prepared=cfg.prepared)
         for kinds, scenes in self.train_sets.items():
@@ -164,6 +166,8 @@ class StageTwoTrainer(EpochRun):
         fingerprint = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
         if not cfg.finetune_kinds:  # no schedule: the same settings as runs made before it existed
             del fingerprint["finetune_kinds"], fingerprint["finetune_from"]
+        if not cfg.device_augment:
+            del fingerprint["device_augment"]
         fingerprint["world"] = world_fingerprint(world)
         fingerprint["dictionary"] = f"round {self.round.round}:{self.round.digest}"
         self._open_run(self.run_dir, fingerprint, first_phase="train")

@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from dsol_lite.data.augment import augment_batch
 from dsol_lite.distributed import Ranks
 from dsol_lite.errors import ConfigError, DataError
 
@@ -81,6 +82,8 @@ def iterate(dataset: Dataset, batches: list[list[int]], start: int = 0, num_work
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Move a batch to ``device`` (4-d tensors ``channels_last`` on CUDA); items made with
+    ``device_augment`` (they carry an ``augment`` entry) are augmented there, as one batch."""
     channels_last = device.type == "cuda"
     out = {}
     for k, v in batch.items():
@@ -88,7 +91,7 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
         if channels_last and v.dim() == 4:
             v = v.contiguous(memory_format=torch.channels_last)
         out[k] = v
-    return out
+    return augment_batch(out) if "augment" in out else out
 
 
 def autocast(device: torch.device):

@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from dsol_lite.data.audio import AudioConfig, crop_window, load_audio
+from dsol_lite.data.augment import draw_augmentation
 from dsol_lite.data.images import box_mask, image_transform, load_image
 from dsol_lite.data.prepared import open_cache
 from dsol_lite.data.schema import ClipAnnotation, FrameAnnotation, read_clip, read_manifest
@@ -39,7 +41,8 @@ class ClipDataset(Dataset):
 
     def __init__(self, root: str | Path, split: str, kinds: tuple[str, ...], image_size: int = 128,
                  train: bool = False, audio: AudioConfig = AudioConfig(), max_shift: float = 0.25,
-                 seed: int = 0, cache: bool = False, prepared: str | Path | None = None) -> None:
+                 seed: int = 0, cache: bool = False, prepared: str | Path | None = None,
+                 device_augment: bool = False) -> None:
         self.manifest = read_manifest(root)
         self.entries = self.manifest.select(split, kinds)
         if not self.entries:
@@ -51,7 +54,10 @@ class ClipDataset(Dataset):
         self.classes = self.manifest.classes
         self.split, self.train, self.image_size, self.audio_cfg = split, train, image_size, audio
         self.max_shift = max_shift if train else 0.0
-        self.transform = image_transform(image_size, train)
+        # device_augment: training items stay uint8 and carry their augmentation's parameters,
+        # applied to the whole batch on the device (data.augment); evaluation items are unchanged
+        self.device_augment = device_augment and train
+        self.transform = image_transform(image_size, train and not self.device_augment)
         self.seed, self.epoch = seed, 0
         self._cache: dict[tuple[int, str], np.ndarray] | None = {} if cache and prepared is None else None
         self.prepared = open_cache(prepared, self.manifest, image_size) if prepared is not None else None
@@ -65,7 +71,10 @@ class ClipDataset(Dataset):
             return self.item(i)
         with torch.random.fork_rng(devices=[]):  # leaves the caller's random state untouched
             torch.default_generator.manual_seed(int(np.random.SeedSequence((self.seed, self.epoch, i)).generate_state(1)[0]))
-            return self.item(i)
+            out = self.item(i)
+            if self.device_augment:
+                out["augment"] = draw_augmentation(self.image_size)
+            return out
 
     def item(self, i: int) -> dict[str, torch.Tensor]:
         """Item ``i`` (drawing from the global torch RNG); each dataset kind defines it."""
@@ -121,6 +130,12 @@ class ClipDataset(Dataset):
         masks_t = torch.from_numpy(masks.astype(np.uint8))
         if masks_t.shape[-2:] != image.shape[-2:]:  # a cached frame is already at training size
             masks_t = F.interpolate(masks_t[None], size=image.shape[-2:], mode="nearest-exact")[0]
+        if self.device_augment:  # uint8 at training size; crop, flip and jitter come later, per batch
+            size = (self.image_size, self.image_size)
+            if image.shape[-2:] != size:
+                image = v2.functional.resize(image, list(size), antialias=True)
+                masks_t = F.interpolate(masks_t[None], size=size, mode="nearest-exact")[0]
+            return image.as_subclass(torch.Tensor).contiguous(), masks_t.float()
         image, masks_t = self.transform(image, tv_tensors.Mask(masks_t))
         return image.as_subclass(torch.Tensor), masks_t.as_subclass(torch.Tensor).float()
 
