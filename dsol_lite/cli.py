@@ -5,7 +5,7 @@ Notebook: 00_setup_and_data (``dsol-lite synth``, ``dsol-lite info``).
     dsol-lite run                                         # the whole pipeline, report in runs/quick/
     dsol-lite run --method fnac                           # a peer method, report in runs/quick-fnac/
     dsol-lite compare --preset quick --seeds 0 1 2        # every method, 3 seeds, one table
-    torchrun --nproc_per_node 4 -m dsol_lite.cli stage-one data/music runs/full/stage_one --preset full
+    torchrun --nproc_per_node 4 -m dsol_lite.cli run --preset music --world data/music   # several GPUs
     dsol-lite synth --preset quick --out worlds/quick     # generate the synthetic world
     dsol-lite info worlds/quick                           # what is in a dataset folder
     dsol-lite prepare-music data/music --videos data/videos --index solo --boxes music_solo_test_boxes.json
@@ -63,16 +63,17 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
+    import dataclasses
 
-    from dsol_lite.config import default_device
-    from dsol_lite.distributed import launched_ranks
+    import torch
+    import torch.distributed as dist
+
+    from dsol_lite.config import default_device, with_overrides
+    from dsol_lite.distributed import init_distributed, launched_ranks
     from dsol_lite.pipeline import run_pipeline
 
-    if launched_ranks().enabled:
-        raise ConfigError("dsol-lite run is one process; under torchrun, train stage one with "
-                          "'dsol-lite stage-one WORLD RUNS/NAME/stage_one --preset P', then 'dsol-lite run --preset P "
-                          "--world WORLD --name NAME' (without torchrun) carries on from the finished stage one")
+    if launched_ranks().enabled and args.method != "dsol":
+        raise ConfigError(f"--method {args.method} trains in one process; only DSOL (the default) runs under torchrun")
 
     device = torch.device(args.device) if args.device else default_device()
     start = time.perf_counter()
@@ -86,17 +87,28 @@ def _run(args: argparse.Namespace) -> int:
               f"{row['dsol_iou@0.5']:.3f} (centre prior {row['centre_prior_iou@0.5']:.3f})")
         print(f"report: {run_dir / 'report.md'}")
         return 0
-    stages = {}
+    from dsol_lite.pipeline import PIPELINE_PRESETS
+
+    name = args.preset or ("quick" if device.type == "cpu" else "full")
+    if name not in PIPELINE_PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PIPELINE_PRESETS)}")
+    stages = {"stage_one": PIPELINE_PRESETS[name].stage_one, "stage_two": PIPELINE_PRESETS[name].stage_two}
+    for pair in args.set:  # --set stage_one.epochs=5 --set stage_two.batch_size=16
+        stage, dot, setting = pair.partition(".")
+        if not dot or stage not in stages:
+            raise ConfigError(f"--set {pair!r}: expected stage_one.KEY=VALUE or stage_two.KEY=VALUE")
+        stages[stage] = with_overrides(stages[stage], [setting])
     if args.prepared:  # the prepared cache of --world (not part of the checkpoints' settings)
-        import dataclasses
-
-        from dsol_lite.pipeline import PIPELINE_PRESETS
-
-        p = PIPELINE_PRESETS[args.preset or ("quick" if device.type == "cpu" else "full")]
-        stages = {"stage_one": dataclasses.replace(p.stage_one, prepared=args.prepared),
-                  "stage_two": dataclasses.replace(p.stage_two, prepared=args.prepared)}
-    run_dir = run_pipeline(args.preset, args.world, args.runs, args.name, device, progress=not args.no_progress,
-                           **stages)
+        stages = {k: dataclasses.replace(cfg, prepared=args.prepared) for k, cfg in stages.items()}
+    ranks, device = init_distributed(device)
+    try:
+        run_dir = run_pipeline(args.preset, args.world, args.runs, args.name, device, progress=not args.no_progress,
+                               ranks=ranks, **stages)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if not ranks.is_main:
+        return 0
     results = json.loads((run_dir / "metrics.json").read_text())
     solo = results["solo"]["DSOL stage one"]
     multi = "".join(f"; {kind} CIoU@0.3 {rows['DSOL stage two']['ciou@0.3']:.3f}, NSA {rows['DSOL stage two']['nsa']:.3f}"
@@ -210,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runs", default="runs", help="where run folders go (default: runs)")
     r.add_argument("--name", help="run folder name (default: the preset); an existing run resumes")
     r.add_argument("--prepared", help="the prepared cache of --world (dsol-lite cache) for both stages")
+    r.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                   help="change one setting of the preset, e.g. --set stage_one.epochs=5 --set stage_two.lr=1e-4")
     r.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_run)

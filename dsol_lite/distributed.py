@@ -2,13 +2,14 @@
 
 Notebook: 07_real_data_music (full training). Launch, for example::
 
+    torchrun --nproc_per_node 4 -m dsol_lite.cli run --preset music --world data/music
     torchrun --nproc_per_node 4 -m dsol_lite.cli stage-one data/music runs/music/stage_one --preset full
 
 Each of the ``W`` processes (*ranks*) loads ``1/W`` of every global batch and runs the two
 streams on it; the run as a whole computes what one process computes on the global batch:
 
 * **Negatives span the global batch.** Stage one's loss pairs every audio with frames of *other*
-  clips. The embeddings are gathered from all ranks with an autograd-aware ``all_gather``
+  clips (stage two's localization term: with the next scene's quadrants). The embeddings are gathered from all ranks with an autograd-aware ``all_gather``
   (``gather_with_grad``), so every rank computes the same loss over the global batch and the
   gradient flows back to the rank that made each embedding.
 * **BatchNorm statistics span the global batch.** With per-rank statistics (what
@@ -215,6 +216,24 @@ class Part(nn.Module):
         return self.method(*args)
 
 
+def streams_part(model: nn.Module) -> Part:
+    """Stage one's localization phase: ``encode`` with both streams, projections and the map's scale."""
+    return Part(model.encode, backbones=model.backbones, v_proj=model.v_proj, a_proj=model.a_proj, scale=model.scale)
+
+
+def classifier_part(model: nn.Module) -> Part:
+    """Stage one's pseudo-label phase: ``classify`` with the backbones and both heads."""
+    return Part(model.classify, backbones=model.backbones, v_classifier=model.v_classifier,
+                a_classifier=model.a_classifier)
+
+
+def stage_two_part(model: nn.Module) -> Part:
+    """Stage two: the whole network except stage one's pseudo-label heads (not trained there)."""
+    net = model.net
+    return Part(model.forward, backbones=net.backbones, v_proj=net.v_proj, a_proj=net.a_proj, scale=net.scale,
+                obj_weight=model.obj_weight, obj_bias=model.obj_bias)
+
+
 def wrap(part: Part, device: torch.device) -> nn.parallel.DistributedDataParallel:
     """DDP over ``part`` (buffers are not broadcast: BatchNorm statistics are global already)."""
     ids = [device.index] if device.type == "cuda" else None
@@ -222,4 +241,5 @@ def wrap(part: Part, device: torch.device) -> nn.parallel.DistributedDataParalle
 
 
 __all__ = ["Ranks", "launched_ranks", "init_distributed", "shard", "gather_with_grad", "gather_rows",
-           "broadcast_from_main", "mean_over_ranks", "GlobalBatchNorm2d", "sync_batchnorm", "Part", "wrap"]
+           "broadcast_from_main", "mean_over_ranks", "GlobalBatchNorm2d", "sync_batchnorm", "Part", "streams_part",
+           "classifier_part", "stage_two_part", "wrap"]

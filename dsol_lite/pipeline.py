@@ -23,6 +23,7 @@ from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel
 from dsol_lite.data.datasets import MultiSourceScenes, SoloPairs
 from dsol_lite.data.schema import MANIFEST_FILE, read_manifest
+from dsol_lite.distributed import Ranks
 from dsol_lite.errors import ConfigError, DataError
 from dsol_lite.evaluate import (class_maps_at_image, evaluate_single_source, extract_object_features,
                                 localization_maps, mean_box_area, scalar_table, stage_two_maps, with_silent_filter)
@@ -166,10 +167,13 @@ def _class_map_figure(maps: dict, size: int, classes: tuple[str, ...], n: int = 
 
 def run_pipeline(preset: str | None = None, world: str | Path | None = None, runs: str | Path = "runs",
                  name: str | None = None, device: torch.device | None = None, progress: bool = True,
-                 stage_one: StageOneConfig | None = None, stage_two: StageTwoConfig | None = None) -> Path:
+                 stage_one: StageOneConfig | None = None, stage_two: StageTwoConfig | None = None,
+                 ranks: Ranks = Ranks()) -> Path:
     """Run (or resume) every stage and write the report; returns the run folder.
 
-    ``stage_one`` / ``stage_two`` replace the preset's settings (tests use tiny networks).
+    ``stage_one`` / ``stage_two`` replace the preset's settings (tests use tiny networks). Under
+    ``torchrun`` (``ranks``), both stages train on every rank; rank 0 alone makes the world if
+    missing, evaluates and writes the report.
     """
     device = device or default_device()
     preset = preset or ("quick" if device.type == "cpu" else "full")
@@ -184,14 +188,19 @@ def run_pipeline(preset: str | None = None, world: str | Path | None = None, run
     seconds = {}
 
     start = time.perf_counter()
-    ensure_world(world, p.world, progress)
+    if ranks.is_main:
+        ensure_world(world, p.world, progress)
+    if ranks.enabled:
+        torch.distributed.barrier()  # the others wait for rank 0's world
     seconds["world"] = time.perf_counter() - start
     start = time.perf_counter()
-    StageOneTrainer(world, run_dir / "stage_one", s1, device, progress).fit()
+    StageOneTrainer(world, run_dir / "stage_one", s1, device, progress, ranks).fit()
     seconds["stage_one"] = time.perf_counter() - start
     start = time.perf_counter()
-    StageTwoTrainer(world, run_dir / "stage_two", run_dir / "stage_one", s2, device, progress).fit()
+    StageTwoTrainer(world, run_dir / "stage_two", run_dir / "stage_one", s2, device, progress, ranks).fit()
     seconds["stage_two"] = time.perf_counter() - start
+    if not ranks.is_main:
+        return run_dir
     start = time.perf_counter()
     results, figures = evaluate_run(world, run_dir, device)
     seconds["evaluate"] = time.perf_counter() - start

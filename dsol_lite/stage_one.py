@@ -25,8 +25,8 @@ from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel
 from dsol_lite.data.datasets import SoloPairs
 from dsol_lite.dictionary import DictionaryRound, build_dictionary, cluster_report, run_kmeans
-from dsol_lite.distributed import (Part, Ranks, broadcast_from_main, gather_rows, gather_with_grad, mean_over_ranks,
-                                   shard, sync_batchnorm, wrap)
+from dsol_lite.distributed import (Ranks, broadcast_from_main, classifier_part, gather_rows, gather_with_grad,
+                                   mean_over_ranks, shard, streams_part, sync_batchnorm, wrap)
 from dsol_lite.errors import ConfigError
 from dsol_lite.evaluate import extract_object_features, localization_maps
 from dsol_lite.metrics import dsol_single_source, upsample
@@ -145,9 +145,7 @@ class StageOneTrainer(ResumableRun):
         self._open_run(self.run_dir, cfg.fingerprint(self.world))
         self._streams, self._classifier = None, None  # DDP wrappers (distributed runs), made when needed
         if ranks.enabled:
-            m = self.model
-            self._streams = wrap(Part(m.encode, backbones=m.backbones, v_proj=m.v_proj, a_proj=m.a_proj,
-                                      scale=m.scale), self.device)
+            self._streams = wrap(streams_part(self.model), self.device)
 
     # -- state --------------------------------------------------------------------------
     def _new_heads_optimizer(self) -> None:
@@ -340,10 +338,7 @@ class StageOneTrainer(ResumableRun):
         self.train_set.set_epoch(p.epoch * 100 + 1 + n_pass)
         classify = self.model.classify
         if self.ranks.enabled:  # DDP over what this phase trains: the backbones and the new heads
-            m = self.model
-            self._classifier = self._classifier or wrap(
-                Part(m.classify, backbones=m.backbones, v_classifier=m.v_classifier, a_classifier=m.a_classifier),
-                self.device)
+            self._classifier = self._classifier or wrap(classifier_part(self.model), self.device)
             classify = self._classifier
         for batch in iterate(self.train_set, self._my_share(batches), start, cfg.num_workers):
             batch = to_device(batch, self.device)

@@ -28,7 +28,10 @@ from dsol_lite.errors import ConfigError, DataError
 from dsol_lite.evaluate import class_maps_at_image, stage_two_maps
 from dsol_lite.metrics import dsol_multi_source
 from dsol_lite.models import DSOLStageOne, DSOLStageTwo
+from dsol_lite.distributed import (Ranks, broadcast_from_main, gather_with_grad, mean_over_ranks, shard,
+                                   stage_two_part, sync_batchnorm, wrap)
 from dsol_lite.objectives import stage_two_loss
+from dsol_lite.objectives.dsol import stage_two_kl, stage_two_localization
 from dsol_lite.stage_one import StageOneConfig, build_stage_one
 from dsol_lite.training import (EpochRun, Interrupted, autocast, batch_order, check_finite, iterate, optimizer_step,
                                 read_checkpoint, seed_everything, to_device, world_fingerprint)
@@ -87,6 +90,24 @@ STAGE_TWO_PRESETS = {
 }
 
 
+def distributed_stage_two_loss(ddp: torch.nn.Module, model: DSOLStageTwo, images: torch.Tensor,
+                               spec: torch.Tensor, audio_probs: torch.Tensor, filter_silent: bool = True,
+                               loc_weight: float = 0.5) -> tuple[torch.Tensor, dict[str, float]]:
+    """Stage two's loss on one rank's share of the global batch (``ddp``: DDP over
+    ``distributed.stage_two_part(model)``). The KL term is this rank's own scenes' mean (DDP's
+    average over the ranks makes it the global batch mean); the localization term is computed on
+    the embeddings of the whole batch (gathered), so its negatives are those of one process."""
+    out = ddp(images, spec, filter_silent)
+    s1 = out.stage_one
+    every = dataclasses.replace(s1, v_emb=gather_with_grad(s1.v_emb), a_emb=gather_with_grad(s1.a_emb))
+    kl = stage_two_kl(out.visual_logits, audio_probs)
+    loc = stage_two_localization(model.net, every)
+    agree = (out.visual_logits.argmax(1) == audio_probs.argmax(1)).float().mean().item()
+    stats = mean_over_ranks({"kl": kl.item(), "category_agreement": agree}, images.device) | {"loc": loc.item()}
+    stats["loss"] = stats["kl"] + loc_weight * stats["loc"]
+    return kl + loc_weight * loc, stats
+
+
 def load_stage_one(run_dir: str | Path, device: torch.device | str = "cpu"
                    ) -> tuple[StageOneConfig, DSOLStageOne, DictionaryRound]:
     """Stage one's configuration, best model and dictionary round, checked to belong together."""
@@ -137,11 +158,16 @@ def cluster_to_class(world: str | Path, rnd: DictionaryRound) -> tuple[dict[int,
 
 
 class StageTwoTrainer(EpochRun):
+    """Stage two in one process, or in several (``ranks``, as stage one: ``dsol_lite.distributed``)."""
+
     def __init__(self, world: str | Path, run_dir: str | Path, stage_one_dir: str | Path, cfg: StageTwoConfig,
-                 device: torch.device | None = None, progress_bar: bool = True) -> None:
+                 device: torch.device | None = None, progress_bar: bool = True, ranks: Ranks = Ranks()) -> None:
         self.cfg, self.world, self.run_dir = cfg.validate(), Path(world), Path(run_dir)
         self.device = device or default_device()
-        self.progress_bar = progress_bar
+        self.progress_bar, self.ranks = progress_bar, ranks
+        if cfg.batch_size % ranks.world_size:
+            raise ConfigError(f"batch_size={cfg.batch_size} cannot be split evenly over {ranks.world_size} "
+                              f"processes: use a batch size divisible by the number of processes")
         self.stage_one_cfg, stage_one, self.round = load_stage_one(stage_one_dir, self.device)
         size = self.stage_one_cfg.image_size
         self.train_sets = {kinds: MultiSourceScenes(world, "train", kinds, image_size=size, train=True, seed=cfg.seed,
@@ -159,6 +185,8 @@ class StageTwoTrainer(EpochRun):
         seed_everything(cfg.seed)
         self.teacher = copy.deepcopy(stage_one).eval().requires_grad_(False)  # hears the mixture, frozen
         self.model = DSOLStageTwo(stage_one, self.round.dictionary).to(self.device)
+        if ranks.enabled:  # before the optimizer: SyncBatchNorm brings new modules
+            sync_batchnorm(self.model, self.device)
         self.log_mel = LogMel(AudioConfig()).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
@@ -171,6 +199,9 @@ class StageTwoTrainer(EpochRun):
         fingerprint["world"] = world_fingerprint(world)
         fingerprint["dictionary"] = f"round {self.round.round}:{self.round.digest}"
         self._open_run(self.run_dir, fingerprint, first_phase="train")
+        self._ddp = None
+        if ranks.enabled:  # DDP over what stage two trains (stage one's classifier heads are not used)
+            self._ddp = wrap(stage_two_part(self.model), self.device)
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"all": self.optimizer}
@@ -197,19 +228,29 @@ class StageTwoTrainer(EpochRun):
         self.model.train()
         filter_silent = self.filtering(p.epoch)
         with self._bar(len(batches), p.step, "stage two") as bar:
-            for batch in iterate(self.train_set, batches, p.step, cfg.num_workers):
+            share = [shard(b, self.ranks) for b in batches] if self.ranks.enabled else batches
+            for batch in iterate(self.train_set, share, p.step, cfg.num_workers):
                 batch = to_device(batch, self.device)
                 spec = self.log_mel(batch["audio"])
                 target = self.audio_categories(spec)
                 with autocast(self.device):
-                    out = self.model(batch["image"], spec, filter_silent=filter_silent)
-                    loss, stats = stage_two_loss(self.model, out, target, cfg.loc_weight)
-                check_finite(loss, f"epoch {p.epoch}, stage-two step {p.step}", self.ckpt.path("last"))
+                    if self._ddp is None:
+                        out = self.model(batch["image"], spec, filter_silent=filter_silent)
+                        loss, stats = stage_two_loss(self.model, out, target, cfg.loc_weight)
+                    else:
+                        loss, stats = self._distributed_loss(batch["image"], spec, target, filter_silent)
+                check_finite(torch.tensor(stats["loss"]), f"epoch {p.epoch}, stage-two step {p.step}",
+                             self.ckpt.path("last"))
                 optimizer_step(loss, [self.optimizer], self.scaler)
                 self.log.write(epoch=p.epoch, phase="train", step=p.step, filter_silent=filter_silent, **stats)
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", agree=f"{stats['category_agreement']:.2f}", refresh=False)
                 bar.update()
                 self._after_step()
+
+    def _distributed_loss(self, images: torch.Tensor, spec: torch.Tensor, target: torch.Tensor,
+                          filter_silent: bool) -> tuple[torch.Tensor, dict[str, float]]:
+        return distributed_stage_two_loss(self._ddp, self.model, images, spec, target, filter_silent,
+                                          self.cfg.loc_weight)
 
     def evaluate(self, dataset: MultiSourceScenes, model: DSOLStageTwo | None = None) -> dict:
         """DSOL's multi-source protocol on a dataset (class maps from the Hungarian mapping)."""
@@ -218,7 +259,11 @@ class StageTwoTrainer(EpochRun):
                                  maps["sounding"])
 
     def _validate(self) -> None:
+        """DSOL's multi-source CIoU@0.3 on the val split keeps the best checkpoint (rank 0 only)."""
         p = self.progress
+        if not self.ranks.is_main:
+            self.best = float(broadcast_from_main(torch.tensor([0.0], dtype=torch.float64, device=self.device)))
+            return
         val = self.evaluate(self.val_set)
         self.log.write(epoch=p.epoch, phase="validate", **{"val_ciou@0.3": val["ciou@0.3"], "val_auc": val["auc"],
                                                            "val_nsa": val["nsa"]})
@@ -228,6 +273,8 @@ class StageTwoTrainer(EpochRun):
             self.best = val["ciou@0.3"]
             self._save("best")
             self.log.write(epoch=p.epoch, phase="select", best=self.best)
+        if self.ranks.enabled:
+            broadcast_from_main(torch.tensor([self.best], dtype=torch.float64, device=self.device))
 
     def load_best(self) -> DSOLStageTwo:
         """The model of the best validation epoch (a fresh module on this trainer's device)."""
@@ -236,5 +283,6 @@ class StageTwoTrainer(EpochRun):
                                      self.device)
 
 
-__all__ = ["StageTwoConfig", "STAGE_TWO_PRESETS", "StageTwoTrainer", "Interrupted", "load_stage_one",
+__all__ = ["StageTwoConfig", "STAGE_TWO_PRESETS", "StageTwoTrainer", "Interrupted", "distributed_stage_two_loss",
+           "load_stage_one",
            "load_stage_two", "cluster_to_class"]

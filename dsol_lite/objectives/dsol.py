@@ -87,26 +87,32 @@ def quadrant_maxima(logit_maps: torch.Tensor) -> torch.Tensor:
     return F.adaptive_max_pool2d(logit_maps.unsqueeze(1), 2).flatten(1)
 
 
+def stage_two_kl(visual_logits: torch.Tensor, audio_probs: torch.Tensor) -> torch.Tensor:
+    """``KL(audio || visual)`` averaged over the batch (``batchmean``; the original's ``reduce=True``
+    also divides by the number of categories)."""
+    return F.kl_div(F.log_softmax(visual_logits.float(), dim=1), audio_probs.float(), reduction="batchmean")
+
+
+def stage_two_localization(net: DSOLStageOne, s1: StageOneOutput) -> torch.Tensor:
+    """The BCE that keeps stage one's skill: own scene's global max -> 1; the audio against the next
+    scene of the batch, pooled into its four quadrant maxima -> 0 each."""
+    pos = net.logit_maps(s1.v_emb, s1.a_emb).amax(dim=(1, 2))
+    partners = negative_partners(s1.a_emb.shape[0]).to(s1.a_emb.device)
+    neg = quadrant_maxima(net.logit_maps(s1.v_emb[partners], s1.a_emb)).flatten()
+    return 0.5 * (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos))
+                  + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg)))
+
+
 def stage_two_loss(model: DSOLStageTwo, out: StageTwoOutput, audio_probs: torch.Tensor,
                    loc_weight: float = 0.5) -> tuple[torch.Tensor, dict[str, float]]:
     """DSOL's stage-two objective. Notebook: 04_stage_two.
 
-    ``KL(audio || visual)``: the visual category distribution (softmax of the pooled class-aware
-    maps) must match the frozen stage-one audio classifier's distribution on the mixture
-    (``audio_probs``), averaged over the batch (``batchmean``; the original's ``reduce=True``
-    also divides by the number of categories). Plus ``loc_weight`` x the localization BCE that
-    keeps stage one's skill: own scene's global max -> 1; the audio against the next scene of
-    the batch, pooled into its four quadrant maxima -> 0 each.
+    The visual category distribution (softmax of the pooled class-aware maps) must match the
+    frozen stage-one audio classifier's distribution on the mixture (``audio_probs``):
+    ``stage_two_kl``; plus ``loc_weight`` x ``stage_two_localization``.
     """
-    net = model.net
-    s1 = out.stage_one
-    batch = s1.a_emb.shape[0]
-    kl = F.kl_div(F.log_softmax(out.visual_logits.float(), dim=1), audio_probs.float(), reduction="batchmean")
-    pos = net.logit_maps(s1.v_emb, s1.a_emb).amax(dim=(1, 2))
-    partners = negative_partners(batch).to(s1.a_emb.device)
-    neg = quadrant_maxima(net.logit_maps(s1.v_emb[partners], s1.a_emb)).flatten()
-    loc = 0.5 * (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos))
-                 + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg)))
+    kl = stage_two_kl(out.visual_logits, audio_probs)
+    loc = stage_two_localization(model.net, out.stage_one)
     loss = kl + loc_weight * loc
     with torch.no_grad():
         agree = (out.visual_logits.argmax(1) == audio_probs.argmax(1)).float().mean().item()
