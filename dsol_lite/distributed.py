@@ -9,9 +9,10 @@ Each of the ``W`` processes (*ranks*) loads ``1/W`` of every global batch and ru
 streams on it; the run as a whole computes what one process computes on the global batch:
 
 * **Negatives span the global batch.** Stage one's loss pairs every audio with frames of *other*
-  clips (stage two's localization term: with the next scene's quadrants). The embeddings are gathered from all ranks with an autograd-aware ``all_gather``
-  (``gather_with_grad``), so every rank computes the same loss over the global batch and the
-  gradient flows back to the rank that made each embedding.
+  clips, stage two's localization term with the next scene's quadrants. The embeddings are
+  gathered from all ranks with an autograd-aware ``all_gather`` (``gather_with_grad``), so every
+  rank computes the same loss over the global batch and the gradient flows back to the rank that
+  made each embedding. (Stage two's KL term is per scene: each rank's own mean, averaged by DDP.)
 * **BatchNorm statistics span the global batch.** With per-rank statistics (what
   ``nn.DataParallel`` and plain DDP do) the result depends on the number of GPUs. CUDA uses
   ``nn.SyncBatchNorm``; it does not run on CPU, so CPU processes (the gloo backend, used by the
@@ -24,6 +25,7 @@ streams on it; the run as a whole computes what one process computes on the glob
   broadcasts the assignment.
 
 Rank 0 alone writes checkpoints, logs and progress bars, and validates (the val split is small).
+A DDP wrapper must outlive the backward pass of its forward: its hooks average the gradients.
 """
 
 from __future__ import annotations
