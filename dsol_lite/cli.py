@@ -66,11 +66,10 @@ def _run(args: argparse.Namespace) -> int:
     import dataclasses
 
     import torch
-    import torch.distributed as dist
 
     from dsol_lite.config import default_device, with_overrides
-    from dsol_lite.distributed import init_distributed, launched_ranks
-    from dsol_lite.pipeline import run_pipeline
+    from dsol_lite.distributed import distributed_run, launched_ranks
+    from dsol_lite.pipeline import PIPELINE_PRESETS, run_pipeline
 
     if launched_ranks().enabled and args.method != "dsol":
         raise ConfigError(f"--method {args.method} trains in one process; only DSOL (the default) runs under torchrun")
@@ -87,11 +86,7 @@ def _run(args: argparse.Namespace) -> int:
               f"{row['dsol_iou@0.5']:.3f} (centre prior {row['centre_prior_iou@0.5']:.3f})")
         print(f"report: {run_dir / 'report.md'}")
         return 0
-    from dsol_lite.pipeline import PIPELINE_PRESETS
-
-    name = args.preset or ("quick" if device.type == "cpu" else "full")
-    if name not in PIPELINE_PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PIPELINE_PRESETS)}")
+    name = args.preset or ("quick" if device.type == "cpu" else "full")  # argparse allows only known presets
     stages = {"stage_one": PIPELINE_PRESETS[name].stage_one, "stage_two": PIPELINE_PRESETS[name].stage_two}
     for pair in args.set:  # --set stage_one.epochs=5 --set stage_two.batch_size=16
         stage, dot, setting = pair.partition(".")
@@ -100,13 +95,9 @@ def _run(args: argparse.Namespace) -> int:
         stages[stage] = with_overrides(stages[stage], [setting])
     if args.prepared:  # the prepared cache of --world (not part of the checkpoints' settings)
         stages = {k: dataclasses.replace(cfg, prepared=args.prepared) for k, cfg in stages.items()}
-    ranks, device = init_distributed(device)
-    try:
-        run_dir = run_pipeline(args.preset, args.world, args.runs, args.name, device, progress=not args.no_progress,
+    with distributed_run(device) as (ranks, device):
+        run_dir = run_pipeline(name, args.world, args.runs, args.name, device, progress=not args.no_progress,
                                ranks=ranks, **stages)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
     if not ranks.is_main:
         return 0
     results = json.loads((run_dir / "metrics.json").read_text())
@@ -121,22 +112,17 @@ def _run(args: argparse.Namespace) -> int:
 
 def _stage_one(args: argparse.Namespace) -> int:
     import torch
-    import torch.distributed as dist
 
     from dsol_lite.config import default_device, with_overrides
-    from dsol_lite.distributed import init_distributed
+    from dsol_lite.distributed import distributed_run
     from dsol_lite.stage_one import STAGE_ONE_PRESETS, StageOneTrainer
 
     device = torch.device(args.device) if args.device else default_device()
     preset = args.preset or ("quick" if device.type == "cpu" else "full")
     cfg = with_overrides(STAGE_ONE_PRESETS[preset], args.set)
-    ranks, device = init_distributed(device)
     start = time.perf_counter()
-    try:
+    with distributed_run(device) as (ranks, device):
         result = StageOneTrainer(args.world, args.run_dir, cfg, device, not args.no_progress, ranks).fit()
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
     if ranks.is_main:
         print(f"stage one done in {time.perf_counter() - start:.0f} s on {ranks.world_size} x {device.type}: "
               f"best val IoU@0.5 {result['best_val_iou@0.5']:.3f} after {result['epochs']} epochs; {args.run_dir}")

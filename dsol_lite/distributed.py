@@ -31,7 +31,9 @@ A DDP wrapper must outlive the backward pass of its forward: its hooks average t
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -91,11 +93,26 @@ def init_distributed(device: torch.device) -> tuple[Ranks, torch.device]:
     return ranks, device
 
 
+@contextmanager
+def distributed_run(device: torch.device) -> Iterator[tuple[Ranks, torch.device]]:
+    """``init_distributed`` for the length of a command; the process group is closed at the end."""
+    try:
+        yield init_distributed(device)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def check_batch_size(batch_size: int, ranks: Ranks) -> None:
+    """A global batch must split evenly over the ranks."""
+    if batch_size % ranks.world_size:
+        raise ConfigError(f"batch_size={batch_size} cannot be split evenly over {ranks.world_size} processes: "
+                          f"use a batch size divisible by the number of processes")
+
+
 def shard(batch: list[int], ranks: Ranks) -> list[int]:
     """This rank's contiguous share of a global batch (gathering in rank order restores the batch)."""
-    if len(batch) % ranks.world_size:
-        raise ConfigError(f"a batch of {len(batch)} clips cannot be split evenly over {ranks.world_size} ranks; "
-                          f"use a batch size divisible by the number of processes")
+    check_batch_size(len(batch), ranks)
     per_rank = len(batch) // ranks.world_size
     return batch[ranks.rank * per_rank:(ranks.rank + 1) * per_rank]
 
@@ -242,6 +259,6 @@ def wrap(part: Part, device: torch.device) -> nn.parallel.DistributedDataParalle
     return nn.parallel.DistributedDataParallel(part, device_ids=ids, broadcast_buffers=False)
 
 
-__all__ = ["Ranks", "launched_ranks", "init_distributed", "shard", "gather_with_grad", "gather_rows",
+__all__ = ["Ranks", "launched_ranks", "init_distributed", "distributed_run", "check_batch_size", "shard", "gather_with_grad", "gather_rows",
            "broadcast_from_main", "mean_over_ranks", "GlobalBatchNorm2d", "sync_batchnorm", "Part", "streams_part",
            "classifier_part", "stage_two_part", "wrap"]

@@ -93,7 +93,8 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
     s2_model = load_stage_two(run_dir / "stage_two" / "best.pt", s1_cfg, rnd, device)
     mapping, report = cluster_to_class(world, rnd)
     size, log_mel = s1_cfg.image_size, LogMel(AudioConfig()).to(device)
-    classes = read_manifest(world).classes
+    manifest = read_manifest(world)
+    classes = manifest.classes
 
     solo, train = SoloPairs(world, "test", image_size=size), SoloPairs(world, "train", image_size=size)
     prior_area = mean_box_area(train) or mean_box_area(SoloPairs(world, "val", image_size=size))  # MUSIC: val boxes
@@ -112,7 +113,6 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
                                "DSOL stage two (class maps weighted by what is heard)": []}
     sounding_masks, silent_masks = [], []
     k = len(classes)
-    manifest = read_manifest(world)
     present = {e.kind for e in manifest.select("test")}
     for kind in [kind for kind in MULTI_KINDS if kind in present]:  # prepared MUSIC: duets only
         rel = rel_threshold(manifest.name, kind)

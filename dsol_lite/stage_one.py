@@ -25,8 +25,8 @@ from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel
 from dsol_lite.data.datasets import SoloPairs
 from dsol_lite.dictionary import DictionaryRound, build_dictionary, cluster_report, run_kmeans
-from dsol_lite.distributed import (Ranks, broadcast_from_main, classifier_part, gather_rows, gather_with_grad,
-                                   mean_over_ranks, shard, streams_part, sync_batchnorm, wrap)
+from dsol_lite.distributed import (Ranks, broadcast_from_main, check_batch_size, classifier_part, gather_rows,
+                                   gather_with_grad, mean_over_ranks, streams_part, sync_batchnorm, wrap)
 from dsol_lite.errors import ConfigError
 from dsol_lite.evaluate import extract_object_features, localization_maps
 from dsol_lite.metrics import dsol_single_source, upsample
@@ -115,9 +115,7 @@ class StageOneTrainer(ResumableRun):
         self.cfg, self.world, self.run_dir = cfg.validate(), Path(world), Path(run_dir)
         self.device = device or default_device()
         self.progress_bar, self.ranks = progress_bar, ranks
-        if cfg.batch_size % ranks.world_size:
-            raise ConfigError(f"batch_size={cfg.batch_size} cannot be split evenly over {ranks.world_size} "
-                              f"processes: use a batch size divisible by the number of processes")
+        check_batch_size(cfg.batch_size, ranks)
         kw = {"image_size": cfg.image_size, "seed": cfg.seed, "cache": cfg.cache, "prepared": cfg.prepared}
         self.train_set = SoloPairs(world, "train", train=True, device_augment=cfg.device_augment, **kw)
         self.feature_set = SoloPairs(world, "train", **kw)  # same clips, no augmentation
@@ -230,9 +228,6 @@ class StageOneTrainer(ResumableRun):
                 bar.update()
                 self._after_step()
 
-    def _my_share(self, batches: list[list[int]]) -> list[list[int]]:
-        return [shard(b, self.ranks) for b in batches] if self.ranks.enabled else batches
-
     def _encode_global_batch(self, batch: dict[str, torch.Tensor]) -> StageOneOutput:
         """Encode this process's clips. Distributed: the embeddings of the *global* batch (gathered
         with gradients), and ``batch``'s labels and indices replaced by the global batch's, so the
@@ -305,7 +300,7 @@ class StageOneTrainer(ResumableRun):
         loss = F.cross_entropy(v_logits.float(), target) + F.cross_entropy(a_logits.float(), target)
         stats = {"loss": loss.item(), "visual_acc": (v_logits.argmax(1) == target).float().mean().item(),
                  "audio_acc": (a_logits.argmax(1) == target).float().mean().item()}
-        if self.ranks.enabled and len(optimizers) > 1:  # each rank saw its share: report the global batch
+        if self.ranks.enabled:  # each rank saw its share: report the global batch
             stats = mean_over_ranks(stats, self.device)
         check_finite(torch.tensor(stats["loss"]), f"epoch {p.epoch}, classify step {p.step}", self.ckpt.path("last"))
         optimizer_step(loss, optimizers, self.scaler)
@@ -356,7 +351,7 @@ class StageOneTrainer(ResumableRun):
         """DSOL's IoU@0.5 on the val split keeps the best checkpoint (rank 0 only: the split is small)."""
         p = self.progress
         if not self.ranks.is_main:
-            self.best = float(broadcast_from_main(torch.tensor([0.0], dtype=torch.float64, device=self.device)))
+            self._best_from_main()
             return
         maps, gt = localization_maps(self.model, self.val_set, self.log_mel, self.device)
         val = dsol_single_source(upsample(maps, gt.shape[-1]), gt)
@@ -368,8 +363,7 @@ class StageOneTrainer(ResumableRun):
             if self.round >= 0:
                 self._current_round().save(self.run_dir / "dictionary.pt")
             self.log.write(epoch=p.epoch, phase="select", best=self.best, round=self.round)
-        if self.ranks.enabled:
-            broadcast_from_main(torch.tensor([self.best], dtype=torch.float64, device=self.device))
+        self._best_from_main()
 
     def load_best(self) -> DSOLStageOne:
         """The model of the best validation epoch (a fresh module on this trainer's device)."""

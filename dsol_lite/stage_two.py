@@ -28,8 +28,8 @@ from dsol_lite.errors import ConfigError, DataError
 from dsol_lite.evaluate import class_maps_at_image, stage_two_maps
 from dsol_lite.metrics import dsol_multi_source
 from dsol_lite.models import DSOLStageOne, DSOLStageTwo
-from dsol_lite.distributed import (Ranks, broadcast_from_main, gather_with_grad, mean_over_ranks, shard,
-                                   stage_two_part, sync_batchnorm, wrap)
+from dsol_lite.distributed import (Ranks, check_batch_size, gather_with_grad, mean_over_ranks, stage_two_part,
+                                   sync_batchnorm, wrap)
 from dsol_lite.objectives import stage_two_loss
 from dsol_lite.objectives.dsol import stage_two_kl, stage_two_localization
 from dsol_lite.stage_one import StageOneConfig, build_stage_one
@@ -165,9 +165,7 @@ class StageTwoTrainer(EpochRun):
         self.cfg, self.world, self.run_dir = cfg.validate(), Path(world), Path(run_dir)
         self.device = device or default_device()
         self.progress_bar, self.ranks = progress_bar, ranks
-        if cfg.batch_size % ranks.world_size:
-            raise ConfigError(f"batch_size={cfg.batch_size} cannot be split evenly over {ranks.world_size} "
-                              f"processes: use a batch size divisible by the number of processes")
+        check_batch_size(cfg.batch_size, ranks)
         self.stage_one_cfg, stage_one, self.round = load_stage_one(stage_one_dir, self.device)
         size = self.stage_one_cfg.image_size
         self.train_sets = {kinds: MultiSourceScenes(world, "train", kinds, image_size=size, train=True, seed=cfg.seed,
@@ -228,8 +226,7 @@ class StageTwoTrainer(EpochRun):
         self.model.train()
         filter_silent = self.filtering(p.epoch)
         with self._bar(len(batches), p.step, "stage two") as bar:
-            share = [shard(b, self.ranks) for b in batches] if self.ranks.enabled else batches
-            for batch in iterate(self.train_set, share, p.step, cfg.num_workers):
+            for batch in iterate(self.train_set, self._my_share(batches), p.step, cfg.num_workers):
                 batch = to_device(batch, self.device)
                 spec = self.log_mel(batch["audio"])
                 target = self.audio_categories(spec)
@@ -238,7 +235,8 @@ class StageTwoTrainer(EpochRun):
                         out = self.model(batch["image"], spec, filter_silent=filter_silent)
                         loss, stats = stage_two_loss(self.model, out, target, cfg.loc_weight)
                     else:
-                        loss, stats = self._distributed_loss(batch["image"], spec, target, filter_silent)
+                        loss, stats = distributed_stage_two_loss(self._ddp, self.model, batch["image"], spec, target,
+                                                                 filter_silent, cfg.loc_weight)
                 check_finite(torch.tensor(stats["loss"]), f"epoch {p.epoch}, stage-two step {p.step}",
                              self.ckpt.path("last"))
                 optimizer_step(loss, [self.optimizer], self.scaler)
@@ -246,11 +244,6 @@ class StageTwoTrainer(EpochRun):
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", agree=f"{stats['category_agreement']:.2f}", refresh=False)
                 bar.update()
                 self._after_step()
-
-    def _distributed_loss(self, images: torch.Tensor, spec: torch.Tensor, target: torch.Tensor,
-                          filter_silent: bool) -> tuple[torch.Tensor, dict[str, float]]:
-        return distributed_stage_two_loss(self._ddp, self.model, images, spec, target, filter_silent,
-                                          self.cfg.loc_weight)
 
     def evaluate(self, dataset: MultiSourceScenes, model: DSOLStageTwo | None = None) -> dict:
         """DSOL's multi-source protocol on a dataset (class maps from the Hungarian mapping)."""
@@ -262,7 +255,7 @@ class StageTwoTrainer(EpochRun):
         """DSOL's multi-source CIoU@0.3 on the val split keeps the best checkpoint (rank 0 only)."""
         p = self.progress
         if not self.ranks.is_main:
-            self.best = float(broadcast_from_main(torch.tensor([0.0], dtype=torch.float64, device=self.device)))
+            self._best_from_main()
             return
         val = self.evaluate(self.val_set)
         self.log.write(epoch=p.epoch, phase="validate", **{"val_ciou@0.3": val["ciou@0.3"], "val_auc": val["auc"],
@@ -273,8 +266,7 @@ class StageTwoTrainer(EpochRun):
             self.best = val["ciou@0.3"]
             self._save("best")
             self.log.write(epoch=p.epoch, phase="select", best=self.best)
-        if self.ranks.enabled:
-            broadcast_from_main(torch.tensor([self.best], dtype=torch.float64, device=self.device))
+        self._best_from_main()
 
     def load_best(self) -> DSOLStageTwo:
         """The model of the best validation epoch (a fresh module on this trainer's device)."""

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from dsol_lite.data.augment import augment_batch
-from dsol_lite.distributed import Ranks
+from dsol_lite.distributed import Ranks, broadcast_from_main, shard
 from dsol_lite.errors import ConfigError, DataError
 
 
@@ -287,6 +287,17 @@ class ResumableRun:
             self._save()
         if self._interrupt_after is not None and p.global_step >= self._interrupt_after:
             raise Interrupted(f"interrupted after step {p.global_step}")
+
+    def _my_share(self, batches: list[list[int]]) -> list[list[int]]:
+        """This rank's part of every global batch (all of it in a single process)."""
+        return [shard(b, self.ranks) for b in batches] if self.ranks.enabled else batches
+
+    def _best_from_main(self) -> None:
+        """Rank 0 alone validates: every rank takes its ``best`` (a subclass attribute)."""
+        if self.ranks.enabled:
+            device = next(self.model.parameters()).device
+            best = broadcast_from_main(torch.tensor([self.best], dtype=torch.float64, device=device))  # type: ignore
+            self.best = float(best)  # type: ignore[attr-defined]
 
     def _bar(self, total: int, start: int, desc: str):
         # refresh at most every 2 s: in a notebook each refresh is a widget message, and thousands of
