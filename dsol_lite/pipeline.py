@@ -92,7 +92,7 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
     s1_cfg, s1_model, rnd = load_stage_one(run_dir / "stage_one", device)
     s2_model = load_stage_two(run_dir / "stage_two" / "best.pt", s1_cfg, rnd, device)
     mapping, report = cluster_to_class(world, rnd)
-    size, log_mel = s1_cfg.image_size, LogMel(AudioConfig()).to(device)
+    size, log_mel = s1_cfg.evaluation_size, LogMel(AudioConfig()).to(device)
     manifest = read_manifest(world)
     classes = manifest.classes
 

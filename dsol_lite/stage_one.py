@@ -34,7 +34,8 @@ from dsol_lite.models import BackbonePair, DSOLStageOne
 from dsol_lite.models.dsol import StageOneOutput
 from dsol_lite.objectives import stage_one_loss
 from dsol_lite.training import (Interrupted, ResumableRun, autocast, batch_order, check_finite, iterate,
-                                optimizer_step, seed_everything, to_device, world_fingerprint)
+                                optimizer_step, seed_everything, settings_fingerprint, to_device,
+                                world_fingerprint)
 
 _NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache", "prepared")
 
@@ -44,12 +45,14 @@ class StageOneConfig:
     """DSOL's stage-one settings (defaults = the paper's); see ``STAGE_ONE_PRESETS``."""
 
     width: int = 64  # ResNet-18 channels / 8 at the output (64 = the real network)
-    image_size: int = 224
+    image_size: int = 224  # training crops
+    eval_size: int | None = None  # validation, object features and test (None: image_size); see evaluation_size
     embed_dim: int = 128
     batch_size: int = 32
     epochs: int = 15
     lr: float = 1e-4
-    lr_schedule: str = "constant"  # or "cosine": warm-up, then cosine decay over all localization steps
+    lr_schedule: str = "constant"  # "cosine": warm-up, then cosine decay; "step": 10x lower from decay_epoch on
+    decay_epoch: int = 0  # with lr_schedule="step": the first epoch at a tenth of the rate
     warmup_steps: int = 0
     weight_decay: float = 1e-4
     heads_lr: float = 1e-3
@@ -76,18 +79,38 @@ class StageOneConfig:
             raise ConfigError(f"batch_size={self.batch_size}: negatives need at least 2 clips per batch")
         if self.imagenet and self.width != 64:
             raise ConfigError(f"imagenet=True needs width=64 (got {self.width})")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ConfigError(f"lr_schedule={self.lr_schedule!r}: use 'constant' or 'cosine'")
+        if self.lr_schedule not in ("constant", "cosine", "step"):
+            raise ConfigError(f"lr_schedule={self.lr_schedule!r}: use 'constant', 'cosine' or 'step'")
+        if self.lr_schedule == "step" and not 0 < self.decay_epoch < self.epochs:
+            raise ConfigError(f"decay_epoch={self.decay_epoch}: the step schedule drops the rate after the first "
+                              f"epoch and before the last (epochs={self.epochs})")
         if self.negatives not in ("one", "all"):
             raise ConfigError(f"negatives={self.negatives!r}: use 'one' (DSOL) or 'all'")
         if self.epochs < 1 or self.class_passes < 0 or not 0 <= self.mask_threshold < 1:
             raise ConfigError("epochs >= 1, class_passes >= 0 and 0 <= mask_threshold < 1 are required")
+        if self.eval_size is not None and self.eval_size < 32:
+            raise ConfigError(f"eval_size={self.eval_size}: at least 32 px (the map is 1/16 of the input)")
+        if self.prepared is not None and self.evaluation_size != self.image_size:
+            raise ConfigError(f"eval_size={self.eval_size} with a prepared cache: the cache holds frames of one "
+                              f"size ({self.image_size} px); set eval_size to none or to image_size")
         return self
 
+    @property
+    def evaluation_size(self) -> int:
+        """The input size of every pass that is not training: validation, object features, test.
+
+        The map is 1/16 of the input, so the input size sets how finely it can outline an object.
+        The quick preset trains on 128-px crops but evaluates at the quick world's native 160 px:
+        a 10 x 10 map instead of 8 x 8. Objects keep their training sizes (training crops cover
+        60-100 % of a frame, magnified 0.8-1.03x; a full 160-px frame is 1x). Notebook 02 measures
+        what the grid alone costs.
+        """
+        return self.eval_size or self.image_size
+
     def fingerprint(self, world: Path) -> dict:
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_FINGERPRINT}
-        if not self.device_augment:  # off: the same settings as runs made before the option existed
-            del d["device_augment"]
+        # options left out while off: the same settings as runs made before they existed
+        d = settings_fingerprint(self, _NOT_IN_FINGERPRINT, {"device_augment": False, "eval_size": None,
+                                                                 "decay_epoch": 0})
         return d | {"world": world_fingerprint(world)}
 
 
@@ -96,8 +119,8 @@ STAGE_ONE_PRESETS = {
     # measured on the quick world (see the issue notes and notebook 02): a 10x learning rate, all-pairs
     # negatives, a scale that learns 10x faster and a frozen trunk during the pseudo-label phase localize
     # far better within a CPU budget
-    "quick": StageOneConfig(width=16, image_size=128, epochs=12, lr=1e-3, scale_lr_mult=10.0, class_passes=1,
-                            class_lr=0.0, negatives="all", checkpoint_every=25),
+    "quick": StageOneConfig(width=16, image_size=128, eval_size=160, epochs=12, lr=1e-3, scale_lr_mult=10.0,
+                            class_passes=1, class_lr=0.0, negatives="all", checkpoint_every=25),
     "full": StageOneConfig(imagenet=True, num_workers=4, device_augment=True),
 }
 
@@ -116,10 +139,11 @@ class StageOneTrainer(ResumableRun):
         self.device = device or default_device()
         self.progress_bar, self.ranks = progress_bar, ranks
         check_batch_size(cfg.batch_size, ranks)
-        kw = {"image_size": cfg.image_size, "seed": cfg.seed, "cache": cfg.cache, "prepared": cfg.prepared}
-        self.train_set = SoloPairs(world, "train", train=True, device_augment=cfg.device_augment, **kw)
-        self.feature_set = SoloPairs(world, "train", **kw)  # same clips, no augmentation
-        self.val_set = SoloPairs(world, "val", **kw)
+        kw = {"seed": cfg.seed, "cache": cfg.cache, "prepared": cfg.prepared}
+        self.train_set = SoloPairs(world, "train", image_size=cfg.image_size, train=True,
+                                   device_augment=cfg.device_augment, **kw)
+        self.feature_set = SoloPairs(world, "train", image_size=cfg.evaluation_size, **kw)  # no augmentation
+        self.val_set = SoloPairs(world, "val", image_size=cfg.evaluation_size, **kw)
         self.classes = self.train_set.classes
         self.k = cfg.num_clusters or len(self.classes)
         if self.k > len(self.train_set):
@@ -192,8 +216,8 @@ class StageOneTrainer(ResumableRun):
 
     def localize_lr(self, epoch: int, step: int) -> tuple[float, float]:
         """(trunk, scale) learning rates at a localization step: a pure function of the position, so
-        a resumed run follows the same schedule without any scheduler state. The cosine decay is for
-        the trunk only: the map's one scale keeps its full rate after the warm-up."""
+        a resumed run follows the same schedule without any scheduler state. Both decays are for the
+        trunk only: the map's one scale keeps its full rate after the warm-up."""
         cfg = self.cfg
         per_epoch = len(self.train_set) // cfg.batch_size
         done, total = epoch * per_epoch + step, cfg.epochs * per_epoch
@@ -202,6 +226,8 @@ class StageOneTrainer(ResumableRun):
             return warm, warm
         if cfg.lr_schedule == "constant":
             return cfg.lr, cfg.lr
+        if cfg.lr_schedule == "step":
+            return (cfg.lr / 10 if epoch >= cfg.decay_epoch else cfg.lr), cfg.lr
         progress = (done - cfg.warmup_steps) / max(total - cfg.warmup_steps, 1)
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))), cfg.lr
 

@@ -227,6 +227,17 @@ def world_fingerprint(world: Path) -> str:
     return f"{manifest.name}:{len(manifest.clips)}:{manifest.source.get('fingerprint', '')}"
 
 
+def settings_fingerprint(cfg, skip: tuple[str, ...], unless_set: dict[str, object] | None = None) -> dict:
+    """The settings of the dataclass ``cfg`` that decide a run's results (``skip``: those that do
+    not, such as worker counts). A setting in ``unless_set`` is left out while it has the value
+    given there (off), so runs made before the option existed still resume."""
+    d = {k: v for k, v in asdict(cfg).items() if k not in skip}
+    for key, off in (unless_set or {}).items():
+        if d[key] == off:
+            del d[key]
+    return d
+
+
 class Interrupted(RuntimeError):
     """Raised by ``fit(interrupt_after=...)``: simulates a crash, for resume tests and demos."""
 

@@ -9,8 +9,8 @@ import torch
 from dsol_lite.dictionary import (DictionaryRound, build_dictionary, check_pairing, cluster_report, dilate4,
                                   hungarian_mapping, object_features, run_kmeans)
 from dsol_lite.errors import ConfigError, DataError
-from dsol_lite.metrics import (centre_prior, dsol_single_source, ezvsl, iou, min_max_normalize, success_curve,
-                               upsample)
+from dsol_lite.metrics import (centre_prior, dsol_single_source, ezvsl, grid_oracle, iou, min_max_normalize,
+                               success_curve, upsample)
 
 
 def test_dilation_grows_by_four_neighbours_including_borders():
@@ -140,3 +140,17 @@ def test_centre_prior_region_has_the_requested_area_and_upsample_shape():
     area = (prior > 0.1 * prior.max()).sum().item()
     assert abs(area - 900) / 900 < 0.05
     assert upsample(torch.rand(3, 8, 8), 64).shape == (3, 64, 64)
+
+
+def test_grid_oracle_is_the_share_of_each_cell_and_bounds_small_objects():
+    gt = torch.zeros(2, 64, 64, dtype=torch.bool)
+    gt[0, 16:32, 16:48] = True  # exactly cells (1, 1) and (1, 2) of a 4 x 4 grid
+    gt[1, 20:30, 20:30] = True  # 10 x 10 px inside cell (1, 1): 100 / 256 of it
+    cells = grid_oracle(gt, 4)
+    assert cells.shape == (2, 4, 4) and cells[0, 1, 1] == cells[0, 1, 2] == 1 and cells[0].sum() == 2
+    assert torch.isclose(cells[1, 1, 1], torch.tensor(100 / 256)) and cells[1].sum() == cells[1, 1, 1]
+    # scored like a model's map: the finer the grid, the better even a perfect map can do, and a box
+    # smaller than a cell fails at 4 x 4 (the 0.1 x max region of a bilinear bump spreads over cells)
+    ious = torch.stack([dsol_single_source(upsample(grid_oracle(gt, g), 64), gt)["iou"] for g in (4, 8, 16, 32)])
+    assert (ious[1:] > ious[:-1]).all()
+    assert ious[0, 1] < 0.2 and ious[-1, 1] > 0.7 and ious[-1, 0] > 0.8

@@ -15,7 +15,7 @@ from dsol_lite.synth.config import preset
 from dsol_lite.synth.writer import generate_world
 from dsol_lite.training import TrainingError
 
-TINY = dataclasses.replace(STAGE_ONE_PRESETS["quick"], width=8, image_size=64, epochs=2, batch_size=8,
+TINY = dataclasses.replace(STAGE_ONE_PRESETS["quick"], width=8, image_size=64, eval_size=80, epochs=2, batch_size=8,
                            class_passes=1, checkpoint_every=2)
 
 
@@ -132,7 +132,7 @@ def test_avoid_same_cluster_drops_negatives_only_after_clustering(tiny_world, tm
     assert all(n <= every_pair for n in later) and sum(later) < every_pair * len(later)  # same-cluster pairs skipped
 
 
-def test_cosine_schedule_decays_the_trunk_not_the_scale(tiny_world, tmp_path):
+def test_cosine_and_step_schedules_decay_the_trunk_not_the_scale(tiny_world, tmp_path):
     cfg = dataclasses.replace(TINY, lr=1e-3, lr_schedule="cosine", warmup_steps=2, epochs=4)
     trainer = make(tiny_world, tmp_path / "cos", cfg)
     per_epoch = len(trainer.train_set) // cfg.batch_size
@@ -145,3 +145,29 @@ def test_cosine_schedule_decays_the_trunk_not_the_scale(tiny_world, tmp_path):
     assert trunk_group["lr"] == pytest.approx(trunk_end)
     assert scale_group["lr"] == pytest.approx(1e-3 * cfg.scale_lr_mult)
     assert make(tiny_world, tmp_path / "const").localize_lr(1, 3) == (TINY.lr, TINY.lr)
+    step = make(tiny_world, tmp_path / "step", dataclasses.replace(cfg, lr_schedule="step", decay_epoch=3))
+    assert step.localize_lr(0, 0) == pytest.approx((5e-4, 5e-4))  # the same warm-up
+    assert step.localize_lr(2, per_epoch - 1) == (1e-3, 1e-3) and step.localize_lr(3, 0) == (1e-4, 1e-3)
+    assert "decay_epoch" not in TINY.fingerprint(tiny_world)  # runs made before the option resume
+    for bad in (0, 4):
+        with pytest.raises(ConfigError, match=f"decay_epoch={bad}"):
+            dataclasses.replace(cfg, lr_schedule="step", decay_epoch=bad).validate()
+
+
+def test_evaluation_size_is_for_validation_and_features_not_training(tiny_world, reference):
+    from dsol_lite.data.audio import AudioConfig, LogMel
+    from dsol_lite.evaluate import localization_maps
+
+    trainer, _ = reference
+    assert trainer.train_set.image_size == 64 and trainer.train_set.train
+    assert trainer.val_set.image_size == trainer.feature_set.image_size == 80
+    maps, gt = localization_maps(trainer.model, trainer.val_set, LogMel(AudioConfig()), torch.device("cpu"))
+    assert maps.shape[-1] == 80 // 16 and gt.shape[-1] == 80  # a finer grid than training's 4 x 4
+    assert dataclasses.replace(TINY, eval_size=None).evaluation_size == 64
+    assert TINY.fingerprint(tiny_world)["eval_size"] == 80
+    assert "eval_size" not in dataclasses.replace(TINY, eval_size=None).fingerprint(tiny_world)  # older runs resume
+    with pytest.raises(ConfigError, match="prepared cache"):
+        dataclasses.replace(TINY, prepared="cache-64").validate()
+    dataclasses.replace(TINY, prepared="cache-64", eval_size=64).validate()  # one size: fine
+    with pytest.raises(ConfigError, match="eval_size=16"):
+        dataclasses.replace(TINY, eval_size=16).validate()

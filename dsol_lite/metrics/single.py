@@ -101,3 +101,10 @@ def random_maps(n: int, grid: int, size: int, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return upsample(torch.rand(n, grid, grid, generator=generator), size)
 
+
+
+def grid_oracle(gt: torch.Tensor, grid: int) -> torch.Tensor:
+    """The best a ``grid x grid`` map can say about masks ``gt (N, H, W)``: each cell's share of
+    ground-truth pixels, ``(N, grid, grid)``. Upsampled and scored like a model's map, it bounds
+    what the grid alone allows (notebook 02: an 8 x 8 map cannot outline a small object)."""
+    return F.adaptive_avg_pool2d(gt.float()[:, None], grid)[:, 0]
