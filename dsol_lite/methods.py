@@ -33,7 +33,7 @@ from dsol_lite.models.peers import AlignmentNet, AVGNNet, ContrastiveNet
 from dsol_lite.objectives import stage_one_loss
 from dsol_lite.objectives.peers import alignment_loss, avgn_loss, ezvsl_loss, fnac_loss
 from dsol_lite.training import (EpochRun, autocast, batch_order, check_finite, iterate, optimizer_step,
-                                seed_everything, to_device, world_fingerprint)
+                                seed_everything, settings_fingerprint, to_device, world_fingerprint)
 
 _NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache")
 _OWN_PREFIX = {"dsol": "dsol_", "fnac": "fnac_", "alignment": "align_", "avgn": "avgn_"}  # method -> its settings
@@ -85,9 +85,8 @@ class PeerConfig:
         """The settings a checkpoint must match: the shared ones and this method's own (so changing,
         say, FNAC's weights leaves a finished DSOL run usable)."""
         others = tuple(p for m, p in _OWN_PREFIX.items() if m != self.method)
-        d = {k: v for k, v in dataclasses.asdict(self).items()
-             if k not in _NOT_IN_FINGERPRINT and not k.startswith(others)}
-        return d | {"world": world_fingerprint(world)}
+        theirs = tuple(f.name for f in dataclasses.fields(self) if f.name.startswith(others))
+        return settings_fingerprint(self, _NOT_IN_FINGERPRINT + theirs) | {"world": world_fingerprint(world)}
 
 
 LossFn = Callable[[nn.Module, dict, LogMel, PeerConfig, int], tuple[torch.Tensor, dict[str, float]]]

@@ -227,7 +227,7 @@ def world_fingerprint(world: Path) -> str:
     return f"{manifest.name}:{len(manifest.clips)}:{manifest.source.get('fingerprint', '')}"
 
 
-def settings_fingerprint(cfg, skip: tuple[str, ...], unless_set: dict[str, object] | None = None) -> dict:
+def settings_fingerprint(cfg: Any, skip: tuple[str, ...], unless_set: dict[str, object] | None = None) -> dict:
     """The settings of the dataclass ``cfg`` that decide a run's results (``skip``: those that do
     not, such as worker counts). A setting in ``unless_set`` is left out while it has the value
     given there (off), so runs made before the option existed still resume."""

@@ -32,8 +32,8 @@ def tiny_stage_one(tiny_world, tmp_path_factory) -> Path:
 
     from dsol_lite.stage_one import STAGE_ONE_PRESETS, StageOneTrainer
 
-    cfg = dataclasses.replace(STAGE_ONE_PRESETS["quick"], width=8, image_size=64, eval_size=80, epochs=2, batch_size=8,
-                              class_passes=1, checkpoint_every=2)
+    cfg = dataclasses.replace(STAGE_ONE_PRESETS["quick"], width=8, image_size=64, eval_size=80, epochs=2,
+                              batch_size=8, class_passes=1, checkpoint_every=2)
     run = tmp_path_factory.mktemp("stage_one")
     StageOneTrainer(tiny_world, run, cfg, device=torch.device("cpu"), progress_bar=False).fit()
     return run

@@ -75,8 +75,8 @@ def test_items_carry_parameters_and_stay_reproducible(tiny_world):
 
 
 def test_stage_one_with_device_augmentation_resumes_bitwise(tiny_world, tmp_path):
-    cfg = dataclasses.replace(STAGE_ONE_PRESETS["quick"], width=8, image_size=S, eval_size=None, epochs=2, batch_size=8,
-                              class_passes=1, checkpoint_every=2, device_augment=True)
+    cfg = dataclasses.replace(STAGE_ONE_PRESETS["quick"], width=8, image_size=S, eval_size=None, epochs=2,
+                              batch_size=8, class_passes=1, checkpoint_every=2, device_augment=True)
     ref = StageOneTrainer(tiny_world, tmp_path / "a", cfg, torch.device("cpu"), progress_bar=False)
     ref.fit()
     with pytest.raises(Interrupted):

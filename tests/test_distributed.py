@@ -79,8 +79,8 @@ def test_torchrun_stage_one_follows_the_one_process_loss_curve(tiny_world, tmp_p
     """``dsol-lite stage-one`` under torchrun: the same loss curve as one process (float rounding
     differs, and Adam amplifies it step by step: measured, one process on 1 vs 2 threads drifts
     apart as much), one log and one set of checkpoints that a single process can resume."""
-    settings = ["width=8", "image_size=64", "eval_size=80", "epochs=2", "batch_size=8", "class_passes=1", "lr=1e-4",
-                "scale_lr_mult=1", "class_lr=1e-4", "checkpoint_every=2"]
+    settings = ["width=8", "image_size=64", "eval_size=80", "epochs=2", "batch_size=8", "class_passes=1",
+                "lr=1e-4", "scale_lr_mult=1", "class_lr=1e-4", "checkpoint_every=2"]
     args = [a for s in settings for a in ("--set", s)]
     cli = ["-m", "dsol_lite.cli", "stage-one", str(tiny_world)]
     torchrun(*cli, str(tmp_path / "two"), "--preset", "quick", *args, "--no-progress", cwd=tmp_path)
@@ -150,8 +150,8 @@ def test_torchrun_pipeline_follows_one_process(tiny_world, tmp_path):
     from dsol_lite.pipeline import run_pipeline
     from dsol_lite.stage_two import STAGE_TWO_PRESETS
 
-    one = ["width=8", "image_size=64", "eval_size=80", "epochs=2", "batch_size=8", "class_passes=1", "lr=1e-4", "scale_lr_mult=1",
-           "checkpoint_every=2"]
+    one = ["width=8", "image_size=64", "eval_size=80", "epochs=2", "batch_size=8", "class_passes=1", "lr=1e-4",
+           "scale_lr_mult=1", "checkpoint_every=2"]
     two = ["batch_size=8", "epochs=2", "warmup_epochs=1", "checkpoint_every=2"]
     args = [a for s in one for a in ("--set", f"stage_one.{s}")] + [a for s in two for a in ("--set", f"stage_two.{s}")]
     s1 = with_overrides(STAGE_ONE_PRESETS["quick"], one)

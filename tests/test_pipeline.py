@@ -13,8 +13,8 @@ from dsol_lite.pipeline import run_pipeline
 from dsol_lite.stage_one import STAGE_ONE_PRESETS
 from dsol_lite.stage_two import STAGE_TWO_PRESETS, Interrupted, StageTwoTrainer
 
-S1 = dataclasses.replace(STAGE_ONE_PRESETS["quick"], width=8, image_size=64, eval_size=80, epochs=2, batch_size=8,
-                         class_passes=1, checkpoint_every=2)
+S1 = dataclasses.replace(STAGE_ONE_PRESETS["quick"], width=8, image_size=64, eval_size=80, epochs=2,
+                         batch_size=8, class_passes=1, checkpoint_every=2)
 S2 = dataclasses.replace(STAGE_TWO_PRESETS["quick"], batch_size=8, epochs=2, warmup_epochs=1, checkpoint_every=2)
 CPU = torch.device("cpu")
 

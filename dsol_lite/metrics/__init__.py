@@ -13,6 +13,5 @@ from dsol_lite.metrics.single import (THRESHOLDS, centre_prior, dsol_single_sour
                                       min_max_normalize, random_maps, relative_region, success_curve, upsample)
 
 __all__ = ["THRESHOLDS", "upsample", "iou", "relative_region", "success_curve", "dsol_single_source",
-           "min_max_normalize", "ezvsl", "centre_prior", "random_maps", "grid_oracle",
-           "cluster_maps_to_classes", "dsol_multi_source",
-           "avgn_multi_source", "pixel_ap", "silent_object_scores"]
+           "min_max_normalize", "ezvsl", "centre_prior", "random_maps", "grid_oracle", "cluster_maps_to_classes",
+           "dsol_multi_source", "avgn_multi_source", "pixel_ap", "silent_object_scores"]

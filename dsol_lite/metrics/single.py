@@ -102,7 +102,6 @@ def random_maps(n: int, grid: int, size: int, seed: int = 0) -> torch.Tensor:
     return upsample(torch.rand(n, grid, grid, generator=generator), size)
 
 
-
 def grid_oracle(gt: torch.Tensor, grid: int) -> torch.Tensor:
     """The best a ``grid x grid`` map can say about masks ``gt (N, H, W)``: each cell's share of
     ground-truth pixels, ``(N, grid, grid)``. Upsampled and scored like a model's map, it bounds
