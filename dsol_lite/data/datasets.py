@@ -9,13 +9,16 @@ images on the training device with ``data.audio.LogMel`` (it runs batched on any
 Training items are random (frame choice, audio shift, crop, flip, colour) but reproducible:
 item ``i`` in epoch ``e`` draws from a generator seeded by ``(seed, e, i)``, whatever the
 number of loader workers and after a resume. ``cache=True`` keeps decoded frames and audio in
-memory (quick-mode worlds fit in a few hundred MB). ``prepared=PATH`` reads frames and audio
-from a prepared cache (``data.prepared``, built once with ``dsol-lite cache``) instead of
-decoding files: the same items, with frames already at training resolution.
+memory, shared by every dataset of the process (``DECODED``; quick-mode worlds fit in a few hundred
+MB): a training set, its feature set and the next run decode each file once. ``prepared=PATH``
+reads frames and audio from a prepared cache (``data.prepared``, built once with ``dsol-lite
+cache``) instead of decoding files: the same items, with frames already at training resolution.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,38 @@ from dsol_lite.errors import DataError
 
 SINGLE_SOURCE_KINDS = ("solo",)
 MULTI_SOURCE_KINDS = ("duet", "cocktail", "grid2x2")
+
+class DecodedFiles:
+    """Decoded frames and waveforms kept for every dataset of the process made with ``cache=True``,
+    the least recently used dropped beyond ``limit_bytes``. A key holds the file's modification time
+    and size, so a rewritten file is decoded again."""
+
+    def __init__(self, limit_bytes: int = 3 * 2 ** 30) -> None:
+        self.limit_bytes, self.nbytes = limit_bytes, 0
+        self._arrays: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+    def get(self, path: Path, how: tuple, load: Callable[[], np.ndarray]) -> np.ndarray:
+        """``load()``'s result for ``path`` decoded ``how`` (a size, a sample rate)."""
+        try:
+            st = path.stat()
+        except OSError:
+            return load()  # missing: load() says so, naming the file
+        key = (str(path), st.st_mtime_ns, st.st_size, how)
+        if key in self._arrays:
+            self._arrays.move_to_end(key)
+            return self._arrays[key]
+        array = self._arrays[key] = load()
+        self.nbytes += array.nbytes
+        while self.nbytes > self.limit_bytes and len(self._arrays) > 1:
+            self.nbytes -= self._arrays.popitem(last=False)[1].nbytes
+        return array
+
+    def clear(self) -> None:
+        self._arrays.clear()
+        self.nbytes = 0
+
+
+DECODED = DecodedFiles()  # DECODED.clear() frees the memory
 
 
 class ClipDataset(Dataset):
@@ -59,7 +94,7 @@ class ClipDataset(Dataset):
         self.device_augment = device_augment and train
         self.transform = image_transform(image_size, train and not self.device_augment)
         self.seed, self.epoch = seed, 0
-        self._cache: dict[tuple[int, str], np.ndarray] | None = {} if cache and prepared is None else None
+        self.cache = cache and prepared is None
         self.prepared = open_cache(prepared, self.manifest, image_size) if prepared is not None else None
 
     def set_epoch(self, epoch: int) -> None:
@@ -80,12 +115,8 @@ class ClipDataset(Dataset):
         """Item ``i`` (drawing from the global torch RNG); each dataset kind defines it."""
         raise NotImplementedError(f"{type(self).__name__} does not define item()")
 
-    def _cached(self, key: tuple[int, str], load) -> np.ndarray:
-        if self._cache is None:
-            return load()
-        if key not in self._cache:
-            self._cache[key] = load()
-        return self._cache[key]
+    def _cached(self, path: Path, how: tuple, load: Callable[[], np.ndarray]) -> np.ndarray:
+        return DECODED.get(path, how, load) if self.cache else load()
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -100,12 +131,15 @@ class ClipDataset(Dataset):
         if self.prepared is not None:
             return self.prepared.frame(self.clips[i].clip_id, self.clips[i].frames.index(frame))
         path = self.manifest.clip_dir(self.clips[i].clip_id) / frame.file
-        return self._cached((i, frame.file), lambda: load_image(path, (frame.width, frame.height)))
+        size = (frame.width, frame.height)
+        return self._cached(path, size, lambda: load_image(path, size))
 
     def load_waveform(self, i: int) -> np.ndarray:
         if self.prepared is not None:
             return self.prepared.waveform(self.clips[i].clip_id)
-        return self._cached((i, "audio"), lambda: self._read_waveform(i))
+        clip = self.clips[i]
+        path = self.manifest.clip_dir(clip.clip_id) / clip.audio
+        return self._cached(path, (self.audio_cfg.sample_rate, clip.num_samples), lambda: self._read_waveform(i))
 
     def _read_waveform(self, i: int) -> np.ndarray:
         clip = self.clips[i]
