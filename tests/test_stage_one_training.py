@@ -16,7 +16,7 @@ from dsol_lite.synth.writer import generate_world
 from dsol_lite.training import TrainingError
 
 TINY = dataclasses.replace(STAGE_ONE_PRESETS["quick"], width=8, image_size=64, eval_size=80, epochs=2,
-                           batch_size=8, class_passes=1, checkpoint_every=2)
+                           batch_size=8, class_passes=1, checkpoint_every=2, rounds="every")
 
 
 def make(world, run, cfg=TINY) -> StageOneTrainer:
@@ -63,6 +63,45 @@ def test_outputs_pair_the_dictionary_with_the_best_model(reference):
     check_pairing(dictionary, head)
     assert dictionary.dictionary.shape == (8, 64) and len(dictionary.pseudo_labels) == 48
     assert any(r["phase"] == "cluster" and 0.0 <= r["nmi"] <= 1.0 for r in records)
+
+
+def test_rounds_best_clusters_only_the_selected_epochs_with_the_same_outputs(tiny_world, tmp_path):
+    cfg = dataclasses.replace(TINY, epochs=5, class_lr=0.0)
+    every = make(tiny_world, tmp_path / "every", dataclasses.replace(cfg, rounds="every"))
+    lazy = make(tiny_world, tmp_path / "best", dataclasses.replace(cfg, rounds="best"))
+    every.fit(), lazy.fit()
+
+    def epochs(trainer, phase):
+        return [r["epoch"] for r in trainer.log.read() if r["phase"] == phase]
+
+    assert epochs(every, "cluster") == [1, 2, 3, 4]
+    assert epochs(lazy, "cluster") == epochs(lazy, "select") == epochs(every, "select")
+    assert len(epochs(lazy, "cluster")) < 4  # rounds were skipped (on this tiny world val improves once)
+    assert epochs(lazy, "validate") == epochs(every, "validate") == [0, 1, 2, 3, 4]
+    assert_same_weights(every.ckpt.load("best")["model"], lazy.ckpt.load("best")["model"])
+    a, b = (DictionaryRound.load(tmp_path / name / "dictionary.pt") for name in ("every", "best"))
+    assert a.round == b.round and torch.equal(a.dictionary, b.dictionary) and a.digest == b.digest
+    assert every.best == lazy.best
+
+
+@pytest.mark.parametrize("interrupt_after", [9, 15], ids=["mid-localize", "mid-classify"])
+def test_rounds_best_resumes_bitwise(tiny_world, tmp_path, interrupt_after):
+    cfg = dataclasses.replace(TINY, rounds="best")
+    reference = make(tiny_world, tmp_path / "reference", cfg)
+    reference.fit()
+    with pytest.raises(Interrupted):
+        make(tiny_world, tmp_path / "run", cfg).fit(interrupt_after=interrupt_after)
+    resumed = make(tiny_world, tmp_path / "run", cfg)
+    resumed.fit()
+    assert_same_weights(reference.model.state_dict(), resumed.model.state_dict())
+    assert resumed.best == reference.best
+
+
+def test_rounds_best_needs_a_frozen_trunk():
+    with pytest.raises(ConfigError, match="class_lr=0"):
+        dataclasses.replace(TINY, rounds="best", class_lr=1e-4).validate()
+    with pytest.raises(ConfigError, match="'every' .* or 'best'"):
+        dataclasses.replace(TINY, rounds="some").validate()
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_world, tmp_path, monkeypatch):
@@ -144,14 +183,17 @@ def test_cosine_and_step_schedules_decay_the_trunk_not_the_scale(tiny_world, tmp
     trunk_group, scale_group = trainer.optimizer.param_groups
     assert trunk_group["lr"] == pytest.approx(trunk_end)
     assert scale_group["lr"] == pytest.approx(1e-3 * cfg.scale_lr_mult)
-    assert make(tiny_world, tmp_path / "const").localize_lr(1, 3) == (TINY.lr, TINY.lr)
-    step = make(tiny_world, tmp_path / "step", dataclasses.replace(cfg, lr_schedule="step", decay_epoch=3))
+    constant = dataclasses.replace(TINY, lr_schedule="constant")
+    assert make(tiny_world, tmp_path / "const", constant).localize_lr(1, 3) == (TINY.lr, TINY.lr)
+    step = make(tiny_world, tmp_path / "step", dataclasses.replace(cfg, lr_schedule="step"))
+    assert step.cfg.decay_epoch == 3  # 0.75 of 4 epochs
     assert step.localize_lr(0, 0) == pytest.approx((5e-4, 5e-4))  # the same warm-up
     assert step.localize_lr(2, per_epoch - 1) == (1e-3, 1e-3) and step.localize_lr(3, 0) == (1e-4, 1e-3)
-    assert "decay_epoch" not in TINY.fingerprint(tiny_world)  # runs made before the option resume
-    for bad in (0, 4):
-        with pytest.raises(ConfigError, match=f"decay_epoch={bad}"):
-            dataclasses.replace(cfg, lr_schedule="step", decay_epoch=bad).validate()
+    assert "decay_at" not in constant.fingerprint(tiny_world)  # runs made before the option resume
+    assert dataclasses.replace(constant, decay_at=0.5).fingerprint(tiny_world)["decay_at"] == 0.5
+    for bad in (0.0, 1.0):
+        with pytest.raises(ConfigError, match=f"decay_at={bad}"):
+            dataclasses.replace(cfg, lr_schedule="step", decay_at=bad).validate()
 
 
 def test_evaluation_size_is_for_validation_and_features_not_training(tiny_world, reference):
