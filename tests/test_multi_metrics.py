@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dsol_lite.metrics import (avgn_multi_source, cluster_maps_to_classes, dsol_multi_source, pixel_ap,
+from dsol_lite.metrics import (avgn_multi_source, cluster_maps_to_classes, dsol_multi_source, pixel_ap, pixel_aps,
                                silent_object_scores)
 
 
@@ -103,6 +103,22 @@ def test_pixel_ap_hand_case_and_degenerate_masks():
     assert pixel_ap(scores, mask) == pytest.approx((1 + 2 / 3) / 2)
     with pytest.raises(ValueError, match="both foreground and background"):
         pixel_ap(scores, torch.zeros(4))
+
+
+def test_pixel_aps_equal_scikit_learn_row_by_row_with_ties():
+    from sklearn.metrics import average_precision_score
+
+    g = torch.Generator().manual_seed(0)
+    scores = (torch.rand(40, 6, 7, generator=g) * 5).round() / 5  # few distinct values: many ties
+    scores[0] = 0.3  # a constant map: every pixel at one threshold, AP = the foreground fraction
+    masks = torch.rand(40, 6, 7, generator=g) < 0.3
+    masks[:, 0, 0], masks[:, -1, -1] = True, False
+    got = pixel_aps(scores, masks, chunk=16)  # three chunks, the last one short
+    want = [average_precision_score(m.flatten().numpy(), s.flatten().double().numpy()) for s, m in zip(scores, masks)]
+    assert got.tolist() == pytest.approx(want, abs=1e-12)
+    assert got[0] == pytest.approx(masks[0].float().mean().item())
+    with pytest.raises(ValueError, match="both foreground and background"):
+        pixel_aps(scores[:2], torch.ones(2, 6, 7, dtype=torch.bool))
 
 
 def test_silent_object_scores():

@@ -27,7 +27,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
-from sklearn.metrics import average_precision_score
 
 from dsol_lite.metrics.single import iou, relative_region, success_curve
 
@@ -79,32 +78,58 @@ def dsol_multi_source(class_maps: torch.Tensor, gt: torch.Tensor, sounding: torc
             "scored_scenes": int(scored.sum()), "unscored_scenes": int((~scored).sum())}
 
 
+def pixel_aps(scores: torch.Tensor, masks: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Average precision of each row's pixel scores against its binary mask: ``(M, ...)`` -> ``(M,)``.
+
+    AP = sum over thresholds of (recall gain) x precision, one threshold per distinct score (tied
+    pixels enter together), as scikit-learn's ``average_precision_score``; sorted in torch, ``chunk``
+    rows at a time to bound memory."""
+    s, y = scores.flatten(1), masks.flatten(1).bool()
+    positives = y.sum(1)
+    if ((positives == 0) | (positives == y.shape[1])).any():
+        raise ValueError("pixel AP needs masks with both foreground and background pixels")
+    rank = torch.arange(1, s.shape[1] + 1, dtype=torch.float64)
+    out = []
+    for a in range(0, len(s), chunk):
+        ranked, order = s[a:a + chunk].sort(dim=1, descending=True, stable=True)
+        tp = y[a:a + chunk].gather(1, order).double().cumsum(1)
+        group_end = torch.ones_like(ranked, dtype=torch.bool)  # the last pixel of each run of tied scores
+        group_end[:, :-1] = ranked[:, :-1] != ranked[:, 1:]
+        tp_at_ends = torch.where(group_end, tp, 0.0)
+        before = torch.nn.functional.pad(torch.cummax(tp_at_ends, 1).values[:, :-1], (1, 0))  # previous end's tp
+        gain = torch.where(group_end, tp - before, 0.0)  # positives entering at this threshold
+        out.append((gain * tp / rank).sum(1))
+    return torch.cat(out) / positives.double() if out else torch.zeros(0, dtype=torch.float64)
+
+
 def pixel_ap(scores: torch.Tensor, mask: torch.Tensor) -> float:
-    """Average precision of pixel scores against a binary mask (scikit-learn)."""
-    y = mask.flatten().bool().numpy()
-    if y.all() or not y.any():
-        raise ValueError("pixel AP needs a mask with both foreground and background pixels")
-    return float(average_precision_score(y, scores.flatten().double().numpy()))
+    """Average precision of one map's pixel scores against a binary mask (``pixel_aps`` for one)."""
+    return float(pixel_aps(scores[None], mask[None])[0])
 
 
 def avgn_multi_source(class_maps: torch.Tensor, gt: torch.Tensor, sounding: torch.Tensor,
                       rel_threshold: float = 0.5) -> dict:
     """AVGN-style per-source CIoU@0.3 / AUC, class-aware AP (CAP) and permutation-invariant AP (PIAP)."""
     pairs = _sounding_pairs(gt, sounding)
-    ciou = _iou_rel(class_maps[pairs[:, 0], pairs[:, 1]], gt[pairs[:, 0], pairs[:, 1]], rel_threshold)
-    cap = [pixel_ap(class_maps[i, k], gt[i, k]) for i, k in pairs.tolist()]
+    scene, cls = pairs[:, 0], pairs[:, 1]
+    ciou = _iou_rel(class_maps[scene, cls], gt[scene, cls], rel_threshold)
+    # every map of the scene against every sounding source: CAP reads the source's own class,
+    # PIAP the best one-to-one matching
+    n_maps, step = class_maps.shape[1], 64  # 64 sources at a time: bounded memory on large test sets
+    ap_all = torch.cat([pixel_aps(class_maps[scene[a:a + step]].flatten(0, 1),
+                                  gt[scene[a:a + step], cls[a:a + step]].repeat_interleave(n_maps, 0))
+                        for a in range(0, len(pairs), step)]).view(-1, n_maps) if len(pairs) else torch.zeros(0, n_maps)
+    cap = ap_all[torch.arange(len(pairs)), cls]
     piap: list[float] = []
-    for scene in pairs[:, 0].unique().tolist():
-        sources = pairs[pairs[:, 0] == scene, 1].tolist()
-        ap = np.array([[pixel_ap(class_maps[scene, m], gt[scene, s]) for m in range(class_maps.shape[1])]
-                       for s in sources])
+    for i in scene.unique().tolist():
+        ap = ap_all[scene == i].numpy()
         rows, cols = linear_sum_assignment(ap, maximize=True)
         piap += ap[rows, cols].tolist()
     curve, area = success_curve(ciou) if len(ciou) else (torch.zeros(21), float("nan"))
     nan = float("nan")
     return {"protocol": "avgn_multi", "ciou": ciou, "curve": curve,
             "ciou@0.3": float(curve[6]) if len(ciou) else nan, "auc": area,
-            "cap": float(np.mean(cap)) if cap else nan, "piap": float(np.mean(piap)) if piap else nan,
+            "cap": float(cap.mean()) if len(cap) else nan, "piap": float(np.mean(piap)) if piap else nan,
             "sources": len(pairs)}
 
 
@@ -127,5 +152,5 @@ def silent_object_scores(maps: torch.Tensor, sounding_mask: torch.Tensor, silent
             "scenes": int(keep.sum())}
 
 
-__all__ = ["cluster_maps_to_classes", "dsol_multi_source", "avgn_multi_source", "pixel_ap",
+__all__ = ["cluster_maps_to_classes", "dsol_multi_source", "avgn_multi_source", "pixel_ap", "pixel_aps",
            "silent_object_scores"]
