@@ -86,12 +86,14 @@ def _multi_source(maps: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def evaluate_method(method: str, model: nn.Module, world: str | Path, image_size: int,
-                    device: torch.device | None = None, offscreen: str | Path | None = None) -> dict:
-    """Every column of the comparison for one trained network (test splits only)."""
+                    device: torch.device | None = None, offscreen: str | Path | None = None,
+                    solo_maps: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+    """Every column of the comparison for one trained network (test splits only); ``solo_maps``:
+    the test solo maps and masks when the caller has them already (``localization_maps``)."""
     device = device or default_device()
     log_mel = LogMel(AudioConfig()).to(device)
     solo = SoloPairs(world, "test", image_size=image_size)
-    maps, gt = localization_maps(model, solo, log_mel, device)
+    maps, gt = solo_maps if solo_maps is not None else localization_maps(model, solo, log_mel, device)
     single = evaluate_single_source(maps, gt, mean_box_area(solo))
     row = {k: single["model"][k] for k in ("dsol_iou@0.5", "dsol_auc", "ezvsl_ciou@0.5", "ezvsl_auc")}
     row["centre_prior_iou@0.5"] = single["centre prior"]["dsol_iou@0.5"]
@@ -214,11 +216,11 @@ def run_method(method: str, preset: str | None = None, world: str | Path | None 
     trainer = PeerTrainer(world, run_dir / "train", cfg, device, progress)
     trainer.fit()
     model = trainer.load_best()
-    row = {"method": method, "best_val_iou@0.5": trainer.best} | evaluate_method(method, model, world, cfg.image_size,
-                                                                                  device)
-    write_rows([row], run_dir / "metrics.json")
     solo = SoloPairs(world, "test", image_size=cfg.image_size)
     maps, gt = localization_maps(model, solo, LogMel(AudioConfig()).to(device), device)
+    row = {"method": method, "best_val_iou@0.5": trainer.best} | evaluate_method(method, model, world, cfg.image_size,
+                                                                                  device, solo_maps=(maps, gt))
+    write_rows([row], run_dir / "metrics.json")
     pick = list(range(min(12, len(solo))))
     images = torch.stack([solo[i]["image"] for i in pick])
     fig = heatmap_gallery(images, upsample(maps[pick], cfg.image_size), upsample(gt[pick].float(), cfg.image_size) > 0.5)

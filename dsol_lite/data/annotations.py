@@ -116,7 +116,7 @@ def _load_list(path: str | Path) -> tuple[Path, list]:
     return path, d
 
 
-def _xywh(raw: Any, path: Path, where: str) -> tuple[float, float, float, float]:
+def _four_numbers(raw: Any, path: Path, where: str) -> tuple[float, float, float, float]:
     if not (isinstance(raw, list) and len(raw) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                              for v in raw)):
         raise AnnotationError(path, f"{where}: a box must be four numbers, got {raw!r}")
@@ -163,9 +163,9 @@ def read_dsol_boxes(path: str | Path, fps: float = ANNOTATION_FPS) -> BoxFile:
             cat = b.get("category_id") if isinstance(b, dict) else None
             if cat not in DSOL_CATEGORY_IDS:
                 raise AnnotationError(path, f"{where}: category_id {cat!r} is not one of {sorted(DSOL_CATEGORY_IDS)}")
-            x, y, w, h = _xywh(b.get("box"), path, where)
+            x, y, w, h = _four_numbers(b.get("box"), path, where)
             if "normbox" in b:
-                nx, ny, nw, nh = _xywh(b["normbox"], path, where)
+                nx, ny, nw, nh = _four_numbers(b["normbox"], path, where)
                 if max(abs(x - nx * width), abs(w - nw * width), abs(y - ny * height), abs(h - nh * height)) > 1:
                     raise AnnotationError(path, f"{where}: box {b['box']} and normbox {b['normbox']} disagree "
                                                 f"for a {width}x{height} frame")
@@ -193,7 +193,7 @@ def read_avgn_boxes(path: str | Path, fps: float = ANNOTATION_FPS) -> BoxFile:
             label = entry[f"class{s}"]
             if label not in MUSIC_CLASSES:
                 raise AnnotationError(path, f"{key}: class {label!r} is not a MUSIC class")
-            x, y, w, h = _xywh(entry.get(f"bbox{s}"), path, f"{key} bbox{s}")
+            x, y, w, h = _four_numbers(entry.get(f"bbox{s}"), path, f"{key} bbox{s}")
             boxes.append(_normalised(label, x, y, x + w, y + h, path, f"{key} bbox{s}"))
         out.frames.append(FrameBoxes(m["video"], int(m["frame"]) / fps, tuple(boxes), key))
     return out
@@ -211,7 +211,7 @@ def read_vggss_boxes(path: str | Path) -> BoxFile:
             raise AnnotationError(path, f"entry {i}: needs 'file' '<id>_<start>' and a list 'bbox', got {entry!r}")
         boxes = []
         for j, raw in enumerate(entry["bbox"]):
-            x1, y1, x2, y2 = _xywh(raw, path, f"{key} bbox[{j}]")
+            x1, y1, x2, y2 = _four_numbers(raw, path, f"{key} bbox[{j}]")
             if x2 <= x1 or y2 <= y1:
                 out.skipped.append((f"{key} bbox[{j}]", f"degenerate box {raw}"))
                 continue
