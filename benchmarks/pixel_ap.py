@@ -21,7 +21,7 @@ from sklearn.metrics import average_precision_score
 from dsol_lite.metrics import pixel_aps, upsample
 
 
-def test_set(scenes: int, classes: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def scored_maps(scenes: int, classes: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, size, size) maps and masks: every class map of each scene against each sounding box."""
     g = torch.Generator().manual_seed(0)
     coarse = torch.rand(scenes, classes, size // 16, size // 16, generator=g)
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=160)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    maps, masks = test_set(args.scenes, args.classes, args.size)
+    maps, masks = scored_maps(args.scenes, args.classes, args.size)
     y, s = masks.flatten(1).numpy(), maps.flatten(1).double().numpy()
     times: dict[str, list[float]] = {"scikit-learn, one map at a time": [], "dsol_lite pixel_aps (torch)": []}
     for _ in range(args.rounds):
@@ -59,7 +59,8 @@ def main() -> None:
         print(f"  {name:34s} {statistics.median(t):7.2f} s")
     ratio = statistics.median(times["scikit-learn, one map at a time"]) / statistics.median(
         times["dsol_lite pixel_aps (torch)"])
-    print(f"  speed-up {ratio:.1f}x; largest difference {max(abs(a - b) for a, b in zip(reference, ours.tolist())):.1e}")
+    largest = max(abs(a - b) for a, b in zip(reference, ours.tolist()))
+    print(f"  speed-up {ratio:.1f}x; largest difference {largest:.1e}")
 
 
 if __name__ == "__main__":

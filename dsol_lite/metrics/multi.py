@@ -116,9 +116,11 @@ def avgn_multi_source(class_maps: torch.Tensor, gt: torch.Tensor, sounding: torc
     # every map of the scene against every sounding source: CAP reads the source's own class,
     # PIAP the best one-to-one matching
     n_maps, step = class_maps.shape[1], 64  # 64 sources at a time: bounded memory on large test sets
-    ap_all = torch.cat([pixel_aps(class_maps[scene[a:a + step]].flatten(0, 1),
-                                  gt[scene[a:a + step], cls[a:a + step]].repeat_interleave(n_maps, 0))
-                        for a in range(0, len(pairs), step)]).view(-1, n_maps) if len(pairs) else torch.zeros(0, n_maps)
+    ap_all = torch.zeros(len(pairs), n_maps, dtype=torch.float64)
+    for a in range(0, len(pairs), step):
+        s, c = scene[a:a + step], cls[a:a + step]
+        block = pixel_aps(class_maps[s].flatten(0, 1), gt[s, c].repeat_interleave(n_maps, 0))
+        ap_all[a:a + step] = block.view(-1, n_maps)
     cap = ap_all[torch.arange(len(pairs)), cls]
     piap: list[float] = []
     for i in scene.unique().tolist():
