@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +149,20 @@ def test_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch):
     generate_world(cfg, tmp_path / "w", workers=1, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]
     assert writer.is_complete(tmp_path / "w", cfg)
+
+
+def test_a_script_without_a_main_guard_gets_the_fix_in_the_error(tmp_path):
+    """Spawned workers re-run the calling script; the error must say so, not just 'broken pool'."""
+    script = tmp_path / "make_world.py"
+    script.write_text("from dsol_lite.synth.config import preset\n"
+                      "from dsol_lite.synth.writer import generate_world\n"
+                      f"generate_world(preset('tiny', counts={{'solo': (4, 0, 0)}}), {str(tmp_path / 'w')!r}, "
+                      "workers=2, progress=False, chunk=2)\n")
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode != 0
+    assert "__name__ == \"__main__\"" in done.stderr and "workers=1" in done.stderr
+    assert not (tmp_path / "w").exists()
 
 
 def test_an_existing_different_folder_is_not_overwritten(tmp_path):

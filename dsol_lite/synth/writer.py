@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -81,12 +82,30 @@ def is_complete(out: Path, cfg: WorldConfig) -> bool:
     return manifest.source.get("fingerprint") == cfg.fingerprint()
 
 
+def _write_in_workers(cfg: WorldConfig, tmp: Path, chunks: list[list], workers: int, bar) -> list:
+    """``_write_chunk`` for every chunk in spawned worker processes; the clear error when one dies."""
+    entries = []
+    try:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for done in pool.map(_write_chunk, [cfg.to_dict()] * len(chunks), [str(tmp)] * len(chunks), chunks):
+                entries += done
+                bar.update(len(done))
+    except BrokenProcessPool as err:
+        raise RuntimeError(
+            f"generating world {cfg.name!r} in {tmp.parent}: a worker process died. From a script, the usual cause is a call at the "
+            f"top level: spawned workers re-run the script, so put the call under 'if __name__ == \"__main__\":'. "
+            f"Otherwise a worker ran out of memory; workers=1 writes the world in this process") from err
+    return entries
+
+
 def generate_world(cfg: WorldConfig, out: str | Path, workers: int | None = None, progress: bool = True,
                    overwrite: bool = False, chunk: int = 32) -> Path:
     """Generate the world described by ``cfg`` into ``out``; returns ``out``.
 
     Skips the work when ``out`` already holds this exact world. Refuses to replace a different
-    folder unless ``overwrite``.
+    folder unless ``overwrite``. With more than one worker the scenes are written by *spawned*
+    processes, which re-import the calling script: in a script, call this under
+    ``if __name__ == "__main__":`` (notebooks and ``dsol-lite`` need nothing), or pass ``workers=1``.
     """
     cfg.validate()
     out = Path(out)
@@ -112,10 +131,7 @@ def generate_world(cfg: WorldConfig, out: str | Path, workers: int | None = None
                 entries += _write_chunk(cfg.to_dict(), str(tmp), c)
                 bar.update(len(c))
         else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                for done in pool.map(_write_chunk, [cfg.to_dict()] * len(chunks), [str(tmp)] * len(chunks), chunks):
-                    entries += done
-                    bar.update(len(done))
+            entries = _write_in_workers(cfg, tmp, chunks, workers, bar)
         bar.close()
         manifest = DatasetManifest(tmp, f"synthetic-{cfg.name}", CLASS_NAMES[: cfg.num_classes], cfg.sample_rate,
                                    tuple(ClipEntry(*e) for e in entries),
