@@ -211,9 +211,10 @@ class StageOneTrainer(ResumableRun):
         """Train until ``cfg.epochs`` are done (resuming if the run folder has a checkpoint).
 
         An epoch is a chain of phases, saved at each change, so a resume goes on in the phase it was
-        in (localize from its last saved step): localize -> cluster -> classify -> validate -> select. With ``rounds="best"`` validation
-        comes first and the epoch is clustered only if it beats the best so far. Five resumable
-        phases (not EpochRun's train/validate) are why this loop is stage one's own."""
+        in (localize from its last saved step): localize -> cluster -> classify -> validate -> select.
+        With ``rounds="best"`` validation comes first and the epoch is clustered only if it beats the
+        best so far. Five resumable phases (not EpochRun's train/validate) are why this loop is stage
+        one's own."""
         self._interrupt_after = interrupt_after
         p, lazy = self.progress, self.cfg.rounds == "best"
         while p.epoch < self.cfg.epochs:

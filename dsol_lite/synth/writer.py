@@ -92,9 +92,10 @@ def _write_in_workers(cfg: WorldConfig, tmp: Path, chunks: list[list], workers: 
                 bar.update(len(done))
     except BrokenProcessPool as err:
         raise RuntimeError(
-            f"generating world {cfg.name!r} in {tmp.parent}: a worker process died. From a script, the usual cause is a call at the "
-            f"top level: spawned workers re-run the script, so put the call under 'if __name__ == \"__main__\":'. "
-            f"Otherwise a worker ran out of memory; workers=1 writes the world in this process") from err
+            f"generating world {cfg.name!r} in {tmp.parent}: a worker process died. From a script, the usual "
+            f"cause is a call at the top level: spawned workers re-run the script, so put the call under "
+            f"'if __name__ == \"__main__\":'. Otherwise a worker ran out of memory; workers=1 writes the world "
+            f"in this process") from err
     return entries
 
 
