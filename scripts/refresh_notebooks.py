@@ -37,7 +37,10 @@ def strip(nb: nbformat.NotebookNode) -> None:
             for out in cell.outputs:
                 if "execution_count" in out:
                     out.execution_count = count
-                out.metadata = {}
+                if out.output_type in ("display_data", "execute_result"):
+                    out.metadata = {}
+                else:  # the schema allows no metadata on stream and error outputs
+                    out.pop("metadata", None)
 
 
 def refresh(path: Path) -> None:
