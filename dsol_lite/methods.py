@@ -187,7 +187,7 @@ PEER_PRESETS = {
     "quick": PeerConfig(width=16, image_size=128, epochs=8, lr=1e-3, fnac_weights=(1.0, 1.0, 1.0),
                         fnac_warmup_epochs=2, checkpoint_every=25),
     "full": PeerConfig(imagenet=True, epochs=20, batch_size=128, num_workers=4, device_augment=True),
-    # notebook 06 in quick mode: 5 methods x 2 seeds within a few CPU minutes (equal steps for all)
+    # notebook 06 in quick mode: 5 methods x 1 seed within a few CPU minutes (equal steps for all)
     # tau 0.2 for every contrastive loss: measured on EZ-VSL after these 100 steps, val IoU@0.5 0.125 with
     # tau 0.2 but 0.0 with 0.07 and 0.03 (the papers' values suit ImageNet-initialised features and long runs);
     # batched augmentation: about 4 s less per run (of about 30 s) on a 2-core CPU
