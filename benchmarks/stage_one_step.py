@@ -73,7 +73,8 @@ def main() -> None:
     print(f"stage-one step, width {args.width}, {args.size} px, batch {args.batch}, "
           f"{torch.get_num_threads()} threads, median of {args.steps}")
     for name, t in times.items():
-        print(f"  {name:<10} {statistics.median(t) * 1000:8.1f} ms/step  {args.batch / statistics.median(t):7.1f} clips/s")
+        step = statistics.median(t)
+        print(f"  {name:<10} {step * 1000:8.1f} ms/step  {args.batch / step:7.1f} clips/s")
     ratio = statistics.median(times["original"]) / statistics.median(times["dsol_lite"])
     print(f"  speed-up dsol_lite vs original: {ratio:.2f}x")
 

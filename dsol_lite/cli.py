@@ -102,8 +102,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     results = json.loads((run_dir / "metrics.json").read_text())
     solo = results["solo"]["DSOL stage one"]
-    multi = "".join(f"; {kind} CIoU@0.3 {rows['DSOL stage two']['ciou@0.3']:.3f}, NSA {rows['DSOL stage two']['nsa']:.3f}"
-                    for kind, rows in list(results["multi"].items())[:1])  # cocktail on the synthetic world
+    multi = ""
+    for kind, rows in list(results["multi"].items())[:1]:  # cocktail on the synthetic world
+        s2 = rows["DSOL stage two"]
+        multi = f"; {kind} CIoU@0.3 {s2['ciou@0.3']:.3f}, NSA {s2['nsa']:.3f}"
     print(f"done in {time.perf_counter() - start:.0f} s on {device.type}: solo IoU@0.5 {solo['dsol_iou@0.5']:.3f} "
           f"(centre prior {results['solo']['centre prior']['dsol_iou@0.5']:.3f}){multi}")
     print(f"report: {run_dir / 'report.md'}")

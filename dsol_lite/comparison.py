@@ -223,7 +223,8 @@ def run_method(method: str, preset: str | None = None, world: str | Path | None 
     write_rows([row], run_dir / "metrics.json")
     pick = list(range(min(12, len(solo))))
     images = torch.stack([solo[i]["image"] for i in pick])
-    fig = heatmap_gallery(images, upsample(maps[pick], cfg.image_size), upsample(gt[pick].float(), cfg.image_size) > 0.5)
+    fig = heatmap_gallery(images, upsample(maps[pick], cfg.image_size),
+                          upsample(gt[pick].float(), cfg.image_size) > 0.5)
     (run_dir / "figures").mkdir(exist_ok=True)
     fig.savefig(run_dir / "figures" / "heatmaps.png", dpi=90, bbox_inches="tight")
     plt.close(fig)

@@ -259,6 +259,6 @@ def wrap(part: Part, device: torch.device) -> nn.parallel.DistributedDataParalle
     return nn.parallel.DistributedDataParallel(part, device_ids=ids, broadcast_buffers=False)
 
 
-__all__ = ["Ranks", "launched_ranks", "init_distributed", "distributed_run", "check_batch_size", "shard", "gather_with_grad", "gather_rows",
-           "broadcast_from_main", "mean_over_ranks", "GlobalBatchNorm2d", "sync_batchnorm", "Part", "streams_part",
-           "classifier_part", "stage_two_part", "wrap"]
+__all__ = ["Ranks", "launched_ranks", "init_distributed", "distributed_run", "check_batch_size", "shard",
+           "gather_with_grad", "gather_rows", "broadcast_from_main", "mean_over_ranks", "GlobalBatchNorm2d",
+           "sync_batchnorm", "Part", "streams_part", "classifier_part", "stage_two_part", "wrap"]

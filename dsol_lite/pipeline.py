@@ -158,7 +158,8 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
 
 def _class_map_figure(maps: dict, size: int, classes: tuple[str, ...], n: int = 4):
     scenes = maps["scenes"]
-    with_silent = [i for i in range(len(scenes)) if maps["silent_boxes"][i].any()][:n] or list(range(min(n, len(scenes))))
+    with_silent = ([i for i in range(len(scenes)) if maps["silent_boxes"][i].any()][:n]
+                   or list(range(min(n, len(scenes)))))
     images = torch.stack([scenes[i]["image"] for i in with_silent])
     idx = torch.tensor(with_silent, dtype=torch.long)
     return class_map_gallery(images, maps["up"][idx], upsample(maps["loc_maps"][idx], size),

@@ -112,7 +112,8 @@ def class_map_gallery(images: torch.Tensor, class_maps: torch.Tensor, loc_maps: 
     return fig
 
 
-def cluster_plot(features: torch.Tensor, assign: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> plt.Figure:
+def cluster_plot(features: torch.Tensor, assign: np.ndarray, labels: np.ndarray,
+                 classes: tuple[str, ...]) -> plt.Figure:
     """Object features in 2-D (PCA of the L2-normalised features): by cluster and by true class."""
     x = torch.nn.functional.normalize(features.double(), dim=1).numpy()
     xy = PCA(n_components=2, random_state=0).fit_transform(x)
@@ -204,7 +205,8 @@ def write_report(run_dir: str | Path, results: dict, figures: dict[str, plt.Figu
             "in the maps of non-sounding classes. AVGN style: per source CIoU@0.3, class-aware AP (CAP) "
             "and permutation-invariant AP (PIAP).", ""]
     for kind, rows in multi.items():
-        text += [f"### {kind}", "", markdown_table(rows, ["ciou@0.3", "auc", "nsa", "avgn_ciou@0.3", "cap", "piap"]), ""]
+        columns = ["ciou@0.3", "auc", "nsa", "avgn_ciou@0.3", "cap", "piap"]
+        text += [f"### {kind}", "", markdown_table(rows, columns), ""]
     silent = results.get("silent_objects")
     if silent:
         text += ["### Silent objects (cocktail and 2x2 scenes with a silent object)", "",

@@ -31,4 +31,5 @@ def test_sample_world_is_reproduced_by_the_current_code(tmp_path):
     for entry in read_manifest(SAMPLES).clips:
         a, b = SAMPLES / "clips" / entry.clip_id, fresh / "clips" / entry.clip_id
         assert json.loads((a / "clip.json").read_text()) == json.loads((b / "clip.json").read_text())
-        np.testing.assert_array_equal(load_image(a / "mask_000.png", mode="L"), load_image(b / "mask_000.png", mode="L"))
+        np.testing.assert_array_equal(load_image(a / "mask_000.png", mode="L"),
+                                      load_image(b / "mask_000.png", mode="L"))

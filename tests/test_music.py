@@ -166,7 +166,8 @@ def test_prepare_timestamps_skips_report_and_resume(music_src, tmp_path):
     out = tmp_path / "music"
     report = prepare_music(out, read_music_index(index), root / "videos", read_boxes(boxes), CFG, progress=False)
     assert set(report.skipped) == {"erhuCorrupt", "tubaVanished"}
-    assert "cannot open video" in report.skipped["erhuCorrupt"] and "no tubaVanished.mp4" in report.skipped["tubaVanished"]
+    assert "cannot open video" in report.skipped["erhuCorrupt"]
+    assert "no tubaVanished.mp4" in report.skipped["tubaVanished"]
     saved = json.loads((out / "prepare_report.json").read_text())
     assert set(saved["skipped"]) == {"erhuCorrupt", "tubaVanished"}
     manifest = read_manifest(out)
@@ -319,7 +320,8 @@ def test_duet_index_and_grid2x2_scenes_for_stage_two(music_src, tmp_path):
     prepare_music(out, read_music_index(index), root / "videos", None, cfg, progress=False)
     for v in ("duetFC25xxx", "duetCT30xxx"):
         make_video(root / "videos" / f"{v}.mp4", 3.0, 25 if "25" in v else 30, size=(160, 90))
-    duets = write(tmp_path / "duet.json", {"videos": {"flute cello": ["duetFC25xxx"], "cello trumpet": ["duetCT30xxx"]}})
+    duets = write(tmp_path / "duet.json",
+                  {"videos": {"flute cello": ["duetFC25xxx"], "cello trumpet": ["duetCT30xxx"]}})
     report = prepare_music(out, read_music_index(duets), root / "videos", None, cfg, progress=False)
     assert report.prepared == ["duetCT30xxx", "duetFC25xxx"] and report.clips["duet/train"] == 2 * 2
 

@@ -38,7 +38,8 @@ def music(tmp_path_factory) -> Path:
     src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("music") / "music"
     solo = {f"{c[:5]}{k}{'x' * (6 - len(c[:5]))}{k}": [c] for c in IDS for k in "AB"}
     solo |= {"fluteC25xxx": ["flute"], "celloC30xxx": ["cello"]}
-    duet = {"duetFC25xxx": ["flute", "cello"], "duetVT30xxx": ["violin", "trumpet"], "duetFT30xxx": ["flute", "trumpet"]}
+    duet = {"duetFC25xxx": ["flute", "cello"], "duetVT30xxx": ["violin", "trumpet"],
+            "duetFT30xxx": ["flute", "trumpet"]}
     for i, v in enumerate([*solo, *duet]):
         make_video(src / "videos" / f"{v}.mp4", 3.0, (25, 30)[i % 2], size=(160, 90))
     for kind, videos, boxed in (("solo", solo, ("fluteC25xxx", "celloC30xxx")),
@@ -57,7 +58,8 @@ def music(tmp_path_factory) -> Path:
 
 
 def test_music_preset_schedule_and_pipeline(music, tmp_path):
-    assert STAGE_TWO_PRESETS["music"].kinds_at(0) == ("grid2x2",) and STAGE_TWO_PRESETS["music"].kinds_at(4) == ("duet",)
+    preset = STAGE_TWO_PRESETS["music"]
+    assert preset.kinds_at(0) == ("grid2x2",) and preset.kinds_at(4) == ("duet",)
     s1 = StageOneConfig(width=4, image_size=64, batch_size=4, epochs=2, num_clusters=4, class_passes=1,
                         class_lr=0.0, checkpoint_every=1000)
     s2 = dataclasses.replace(STAGE_TWO_PRESETS["music"], batch_size=2, epochs=3, finetune_from=2, num_workers=0)

@@ -262,7 +262,8 @@ def test_peak_places_by_hand(tiny_world):
 def test_cli_run_with_a_peer_method(tiny_world, tmp_path, monkeypatch, capsys):
     from dsol_lite import cli, comparison
 
-    small = dataclasses.replace(PEER_PRESETS["quick"], width=8, image_size=64, epochs=1, steps_per_epoch=2, batch_size=6)
+    small = dataclasses.replace(PEER_PRESETS["quick"], width=8, image_size=64, epochs=1, steps_per_epoch=2,
+                                batch_size=6)
     monkeypatch.setitem(comparison.PEER_PRESETS, "quick", small)
     code = cli.main(["run", "--method", "fnac", "--world", str(tiny_world), "--runs", str(tmp_path), "--device", "cpu",
                      "--no-progress"])
@@ -282,6 +283,7 @@ def test_fingerprint_keeps_only_the_method_s_own_settings(tiny_world):
     assert "dsol_negatives" in fp and not any(k.startswith(("fnac_", "align_", "avgn_")) for k in fp)
     assert dataclasses.replace(base, fnac_weights=(1.0, 1.0, 1.0)).fingerprint(tiny_world) == fp
     fnac = PeerConfig(method="fnac")
-    assert dataclasses.replace(fnac, fnac_weights=(1.0, 1.0, 1.0)).fingerprint(tiny_world) != fnac.fingerprint(tiny_world)
+    lighter = dataclasses.replace(fnac, fnac_weights=(1.0, 1.0, 1.0))
+    assert lighter.fingerprint(tiny_world) != fnac.fingerprint(tiny_world)
     assert "device_augment" not in fp  # off: runs made before the option existed still resume
     assert dataclasses.replace(base, device_augment=True).fingerprint(tiny_world)["device_augment"] is True

@@ -66,7 +66,8 @@ def augment_images(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
     channels_last = images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous()
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return ((x - mean) / std).contiguous(memory_format=layout)
 
 
 def augment_masks(masks: torch.Tensor, params: torch.Tensor) -> torch.Tensor:

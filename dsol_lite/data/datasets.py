@@ -105,7 +105,8 @@ class ClipDataset(Dataset):
         if not self.train:
             return self.item(i)
         with torch.random.fork_rng(devices=[]):  # leaves the caller's random state untouched
-            torch.default_generator.manual_seed(int(np.random.SeedSequence((self.seed, self.epoch, i)).generate_state(1)[0]))
+            state = np.random.SeedSequence((self.seed, self.epoch, i)).generate_state(1)[0]
+            torch.default_generator.manual_seed(int(state))
             out = self.item(i)
             if self.device_augment:
                 out["augment"] = draw_augmentation(self.image_size)

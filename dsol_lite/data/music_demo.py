@@ -28,8 +28,9 @@ def _disk_centre(t: float, seconds: float, width: int, height: int, phase: float
     return (width * (0.3 + 0.4 * ((t / seconds + phase) % 1)), height * (0.5 + 0.15 * np.sin(2 * np.pi * t / seconds)))
 
 
-def make_demo_music(folder: str | Path, videos_per_class: int = 3, seconds: float = 4.0, size: tuple[int, int] = (192, 108),
-                    annotated_per_class: int = 1, seed: int = 0) -> dict[str, Path]:
+def make_demo_music(folder: str | Path, videos_per_class: int = 3, seconds: float = 4.0,
+                    size: tuple[int, int] = (192, 108), annotated_per_class: int = 1,
+                    seed: int = 0) -> dict[str, Path]:
     """Write ``videos/``, ``MUSIC_solo_videos.json`` and ``music_solo_test_boxes.json`` into ``folder``.
     The first ``annotated_per_class`` videos of each class get boxes at the MUSIC key frames."""
     folder, rng = Path(folder), np.random.default_rng(seed)

@@ -34,7 +34,8 @@ class DSOLStageOne(nn.Module):
         super().__init__()
         c = backbones.channels
         self.backbones = backbones
-        self.v_proj = nn.Sequential(nn.Conv2d(c, embed_dim, 1), nn.ReLU(inplace=True), nn.Conv2d(embed_dim, embed_dim, 1))
+        self.v_proj = nn.Sequential(nn.Conv2d(c, embed_dim, 1), nn.ReLU(inplace=True),
+                                    nn.Conv2d(embed_dim, embed_dim, 1))
         self.a_proj = nn.Sequential(nn.Linear(c, embed_dim), nn.ReLU(inplace=True), nn.Linear(embed_dim, embed_dim))
         self.scale = nn.Parameter(torch.tensor(float(init_scale)))  # the 1x1 conv without bias of DSOL
         self.v_classifier = nn.Linear(c, num_clusters)

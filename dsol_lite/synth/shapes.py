@@ -66,7 +66,8 @@ def flute(u: Array, v: Array) -> tuple[Array, Array]:
 def trumpet(u: Array, v: Array) -> tuple[Array, Array]:
     bell = triangle(u, v, (-0.05, 0), (0.85, -0.45), (0.85, 0.45)) | ellipse(u, v, 0.85, 0, 0.09, 0.45)
     tube = rect(u, v, -0.45, 0, 0.45, 0.09)
-    valves = rect(u, v, -0.5, -0.2, 0.05, 0.13) | rect(u, v, -0.3, -0.2, 0.05, 0.13) | rect(u, v, -0.1, -0.2, 0.05, 0.13)
+    valves = (rect(u, v, -0.5, -0.2, 0.05, 0.13) | rect(u, v, -0.3, -0.2, 0.05, 0.13)
+              | rect(u, v, -0.1, -0.2, 0.05, 0.13))
     tone = np.where(valves & ~tube, 1.0, 0.4 * np.clip(np.hypot(u - 0.5, v + 0.2), 0, 1))
     return bell | tube | valves, tone
 
