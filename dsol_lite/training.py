@@ -84,6 +84,9 @@ def iterate(dataset: Dataset, batches: list[list[int]], start: int = 0, num_work
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Move a batch to ``device`` (4-d tensors ``channels_last`` on CUDA); items made with
     ``device_augment`` (they carry an ``augment`` entry) are augmented there, as one batch."""
+    # not on CPU: with the weights in channels_last too, the quick stage-one step ran about 1.3x
+    # faster on 2 cores, but stage one localized worse in each of four seeds (best val IoU@0.5
+    # 0.560-0.670, against 0.720-0.845 in the default layout)
     channels_last = device.type == "cuda"
     out = {}
     for k, v in batch.items():
