@@ -103,7 +103,8 @@ def _run(args: argparse.Namespace) -> int:
     results = json.loads((run_dir / "metrics.json").read_text())
     solo = results["solo"]["DSOL stage one"]
     multi = ""
-    for kind, rows in list(results["multi"].items())[:1]:  # cocktail on the synthetic world
+    if results["multi"]:  # the first multi-source kind: cocktail on the synthetic world
+        kind, rows = next(iter(results["multi"].items()))
         s2 = rows["DSOL stage two"]
         multi = f"; {kind} CIoU@0.3 {s2['ciou@0.3']:.3f}, NSA {s2['nsa']:.3f}"
     print(f"done in {time.perf_counter() - start:.0f} s on {device.type}: solo IoU@0.5 {solo['dsol_iou@0.5']:.3f} "

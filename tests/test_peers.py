@@ -283,7 +283,7 @@ def test_fingerprint_keeps_only_the_method_s_own_settings(tiny_world):
     assert "dsol_negatives" in fp and not any(k.startswith(("fnac_", "align_", "avgn_")) for k in fp)
     assert dataclasses.replace(base, fnac_weights=(1.0, 1.0, 1.0)).fingerprint(tiny_world) == fp
     fnac = PeerConfig(method="fnac")
-    lighter = dataclasses.replace(fnac, fnac_weights=(1.0, 1.0, 1.0))
-    assert lighter.fingerprint(tiny_world) != fnac.fingerprint(tiny_world)
+    equal_weights = dataclasses.replace(fnac, fnac_weights=(1.0, 1.0, 1.0))
+    assert equal_weights.fingerprint(tiny_world) != fnac.fingerprint(tiny_world)
     assert "device_augment" not in fp  # off: runs made before the option existed still resume
     assert dataclasses.replace(base, device_augment=True).fingerprint(tiny_world)["device_augment"] is True
