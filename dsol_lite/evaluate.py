@@ -5,6 +5,7 @@ Notebook: 02_stage_one, 05_evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -53,6 +54,20 @@ def evaluate_single_source(maps: torch.Tensor, gt: torch.Tensor, prior_area: flo
                        "ezvsl_ciou@0.5": ez["ciou@0.5"], "ezvsl_auc": ez["auc"],
                        "_dsol": dsol, "_ezvsl": ez}
     return table
+
+
+@torch.no_grad()
+def sharpness_sweep(maps: torch.Tensor, gt: torch.Tensor, factors: Sequence[float]) -> dict[float, float]:
+    """DSOL's IoU@0.5 if the learned scale were ``factor`` times larger: ``sigmoid(factor * s * cos)``.
+
+    ``maps`` are the model's sigmoid maps ``(N, h, w)``; their logits ``s * cos`` are recovered with
+    ``logit``. The region DSOL keeps, ``sigmoid(s cos) > 0.1 x max``, is ``cos > logit(0.1 x max) / s``,
+    so the scale sets how far a region spreads, not only how sharp the map looks. A what-if for the
+    validation split (notebook 02): never a way to tune on the test split.
+    """
+    logits = torch.logit(maps.double(), eps=1e-12)
+    return {float(k): dsol_single_source(upsample(torch.sigmoid(k * logits), gt.shape[-1]), gt)["iou@0.5"]
+            for k in factors}
 
 
 def scalar_table(table: dict) -> dict[str, dict[str, float]]:
@@ -151,5 +166,6 @@ def class_maps_at_image(maps: dict[str, torch.Tensor], mapping: dict[int, int], 
     return upsample(per_class.flatten(0, 1), size).view(len(per_class), num_classes, size, size)
 
 
-__all__ = ["localization_maps", "mean_box_area", "evaluate_single_source", "scalar_table", "matching_accuracy",
-           "ClipFeatures", "extract_object_features", "stage_two_maps", "with_silent_filter", "class_maps_at_image"]
+__all__ = ["localization_maps", "mean_box_area", "evaluate_single_source", "sharpness_sweep", "scalar_table",
+           "matching_accuracy", "ClipFeatures", "extract_object_features", "stage_two_maps", "with_silent_filter",
+           "class_maps_at_image"]
