@@ -157,17 +157,16 @@ def test_grid_oracle_is_the_share_of_each_cell_and_bounds_small_objects():
     assert ious[0, 1] < 0.2 and ious[-1, 1] > 0.7 and ious[-1, 0] > 0.8
 
 
-
 def test_sharpness_sweep_rescales_the_logits_before_the_tenth_of_the_max_cut():
     gt = torch.zeros(1, 8, 8, dtype=torch.bool)
     gt[:, 2:6, 2:6] = True  # a 4 x 4 box: a quarter of the frame
     # maps already at image size (upsampling leaves them as they are), given by their logits s * cos
-    cold_background = torch.sigmoid(torch.where(gt, 2.0, -1.0))
-    sweep = sharpness_sweep(cold_background, gt, [1.0, 3.0])
+    lukewarm_background = torch.sigmoid(torch.where(gt, 2.0, -1.0))
+    sweep = sharpness_sweep(lukewarm_background, gt, [1.0, 3.0])
     # k = 1: sigmoid(-1) = 0.27 is above 0.1 x sigmoid(2) = 0.088, so the whole frame is kept (IoU 1/4);
     # k = 3: sigmoid(-3) = 0.047 falls under 0.1 x sigmoid(6) = 0.0998, leaving exactly the box
     assert sweep == {1.0: 0.0, 3.0: 1.0}
-    assert sweep[1.0] == dsol_single_source(upsample(cold_background, 8), gt)["iou@0.5"]
+    assert sweep[1.0] == dsol_single_source(upsample(lukewarm_background, 8), gt)["iou@0.5"]
     # a hot centre (+4), a lukewarm rim (-2) and a cold background (-6): at k = 1 the region is the box;
     # a sharper sigmoid (k = 2) drops the rim (IoU 4/16), a flatter one (k = 1/4) keeps everything
     logits = torch.full((1, 8, 8), -6.0)
