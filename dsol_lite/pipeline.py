@@ -23,7 +23,7 @@ from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel
 from dsol_lite.data.datasets import MultiSourceScenes, SoloPairs
 from dsol_lite.data.schema import MANIFEST_FILE, read_manifest
-from dsol_lite.distributed import Ranks
+from dsol_lite.distributed import Ranks, check_batch_size
 from dsol_lite.errors import ConfigError, DataError
 from dsol_lite.evaluate import (class_maps_at_image, evaluate_single_source, extract_object_features,
                                 localization_maps, mean_box_area, scalar_table, stage_two_maps, with_silent_filter)
@@ -31,8 +31,8 @@ from dsol_lite.metrics import avgn_multi_source, dsol_multi_source, silent_objec
 from dsol_lite.models import DSOLStageTwo
 from dsol_lite.report import class_map_gallery, cluster_plot, heatmap_gallery, training_curves, write_report
 from dsol_lite.stage_one import STAGE_ONE_PRESETS, StageOneConfig, StageOneTrainer
-from dsol_lite.stage_two import (STAGE_TWO_PRESETS, StageTwoConfig, StageTwoTrainer, cluster_to_class, load_stage_one,
-                                 load_stage_two)
+from dsol_lite.stage_two import (STAGE_TWO_PRESETS, StageTwoConfig, StageTwoTrainer, check_training_scenes,
+                                 cluster_to_class, load_stage_one, load_stage_two)
 from dsol_lite.training import MetricsLog
 
 MULTI_KINDS = ("cocktail", "grid2x2", "duet")
@@ -194,6 +194,8 @@ def run_pipeline(preset: str | None = None, world: str | Path | None = None, run
     if ranks.enabled:
         torch.distributed.barrier()  # the others wait for rank 0's world
     seconds["world"] = time.perf_counter() - start
+    check_batch_size(s2.batch_size, ranks)  # stage two's impossible settings, said before stage one trains
+    check_training_scenes(world, s2)
     start = time.perf_counter()
     StageOneTrainer(world, run_dir / "stage_one", s1, device, progress, ranks).fit()
     seconds["stage_one"] = time.perf_counter() - start

@@ -161,6 +161,17 @@ def cluster_to_class(world: str | Path, rnd: DictionaryRound) -> tuple[dict[int,
     return report["mapping"], report
 
 
+def check_training_scenes(world: str | Path, cfg: StageTwoConfig) -> None:
+    """Refuse a batch larger than the world's training scenes of the kinds ``cfg`` trains on. Reads
+    only the manifest, so ``dsol-lite run`` can say it before training stage one for minutes."""
+    manifest = read_manifest(world)
+    for kinds in dict.fromkeys((cfg.kinds, cfg.finetune_kinds or cfg.kinds)):
+        n = len(manifest.select("train", kinds))
+        if n < cfg.batch_size:
+            raise ConfigError(f"stage two: batch_size={cfg.batch_size} is larger than the {n} training scenes of "
+                              f"kinds {kinds} in {manifest.root}")
+
+
 class StageTwoTrainer(EpochRun):
     """Stage two in one process, or in several (``ranks``, as stage one: ``dsol_lite.distributed``)."""
 
@@ -170,6 +181,7 @@ class StageTwoTrainer(EpochRun):
         self.device = device or default_device()
         self.progress_bar, self.ranks = progress_bar, ranks
         check_batch_size(cfg.batch_size, ranks)
+        check_training_scenes(world, cfg)
         self.stage_one_cfg, stage_one, self.round = load_stage_one(stage_one_dir, self.device)
         size = self.stage_one_cfg.image_size  # training crops; validation at the evaluation size
         self.train_sets = {kinds: MultiSourceScenes(world, "train", kinds, image_size=size, train=True, seed=cfg.seed,
@@ -178,10 +190,6 @@ class StageTwoTrainer(EpochRun):
                            for kinds in {cfg.kinds, cfg.finetune_kinds or cfg.kinds}}
         self.val_set = MultiSourceScenes(world, "val", image_size=self.stage_one_cfg.evaluation_size, cache=cfg.cache,
                                          prepared=cfg.prepared)
-        for kinds, scenes in self.train_sets.items():
-            if len(scenes) < cfg.batch_size:
-                raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {len(scenes)} training scenes "
-                                  f"of kinds {kinds}")
         self.train_set = self.train_sets[cfg.kinds]
         self.mapping, _ = cluster_to_class(world, self.round)
         self.classes = self.train_set.classes
@@ -278,5 +286,4 @@ class StageTwoTrainer(EpochRun):
 
 
 __all__ = ["StageTwoConfig", "STAGE_TWO_PRESETS", "StageTwoTrainer", "Interrupted", "distributed_stage_two_loss",
-           "load_stage_one",
-           "load_stage_two", "cluster_to_class"]
+           "load_stage_one", "load_stage_two", "cluster_to_class", "check_training_scenes"]

@@ -44,7 +44,10 @@ def test_pipeline_resumes_an_interrupted_stage_and_writes_the_report(tiny_world,
 
 
 def test_cli_run_reports_an_impossible_config(tiny_world, tmp_path, capsys):
-    # the quick preset's batch of 32 scenes is larger than the tiny world's 24 multi-source training scenes
+    # the quick preset's stage-two batch of 32 scenes is larger than the tiny world's 24 multi-source
+    # training scenes: said from the manifest before stage one trains, not after
     code = main(["run", "--world", str(tiny_world), "--runs", str(tmp_path), "--device", "cpu", "--no-progress"])
     assert code == 2
-    assert "larger than" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "stage two: batch_size=32 is larger than the 24 training scenes" in err and str(tiny_world) in err
+    assert not (tmp_path / "quick" / "stage_one").exists()
