@@ -124,6 +124,9 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
         rows["DSOL stage two"], up = _multi_row(m, mapping, k, rel=rel)
         rows["stage two, no silent filter"], _ = _multi_row(raw2, mapping, k, rel=rel)
         rows["stage-one dictionary, untrained"], _ = _multi_row(with_silent_filter(raw1), mapping, k, rel=rel)
+        # unfiltered and untrained, these maps never hear the mixture: a class detector, which CIoU (scored
+        # on the sounding classes only) cannot tell from a sound localizer; NSA can
+        rows["dictionary maps, no audio"], _ = _multi_row(raw1, mapping, k, rel=rel)
         loc1 = upsample(raw1["loc_maps"], size)
         same_for_all = loc1[:, None].expand(-1, k, -1, -1)  # class-agnostic: one map for every class
         d = dsol_multi_source(same_for_all, m["class_boxes"], m["sounding"], rel)

@@ -203,7 +203,9 @@ def write_report(run_dir: str | Path, results: dict, figures: dict[str, plt.Figu
             "cluster-to-class map; CIoU over sounding classes (region > 0.5 x max; 0.2 x max on real MUSIC "
             "duets, as DSOL); NSA = fraction of pixels <= 0.2 "
             "in the maps of non-sounding classes. AVGN style: per source CIoU@0.3, class-aware AP (CAP) "
-            "and permutation-invariant AP (PIAP).", ""]
+            "and permutation-invariant AP (PIAP). The row `dictionary maps, no audio` never hears the mixture "
+            "(stage one's class-aware maps, unfiltered): it finds objects by their look, so it bounds what "
+            "CIoU alone can credit to sound.", ""]
     for kind, rows in multi.items():
         columns = ["ciou@0.3", "auc", "nsa", "avgn_ciou@0.3", "cap", "piap"]
         text += [f"### {kind}", "", markdown_table(rows, columns), ""]

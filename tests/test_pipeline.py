@@ -34,6 +34,9 @@ def test_pipeline_resumes_an_interrupted_stage_and_writes_the_report(tiny_world,
     assert any(r.get("phase") == "resumed" for r in two) and two[-1]["epoch"] == S2.epochs - 1
     results = json.loads((run / "metrics.json").read_text())
     assert set(results["multi"]) == {"cocktail", "grid2x2", "duet"}
+    for rows in results["multi"].values():
+        assert {"DSOL stage two", "stage two, no silent filter", "dictionary maps, no audio"} <= set(rows)
+        assert 0 <= rows["dictionary maps, no audio"]["nsa"] <= 1
     for row in results["solo"].values():
         assert 0 <= row["dsol_iou@0.5"] <= 1
     report = (run / "report.md").read_text()

@@ -39,6 +39,10 @@ def test_class_maps_are_dictionary_products_times_the_localization_map():
     assert torch.allclose(plain.class_maps, by_hand, atol=1e-5)
     assert torch.allclose(filtered.class_maps, by_hand * filtered.loc_map[:, None], atol=1e-5)
     assert torch.allclose(filtered.visual_logits, filtered.class_maps.mean(dim=(2, 3)))
+    # without the filter the maps never hear the audio (the report's "dictionary maps, no audio" row)
+    other = torch.randn(2, 1, 201, 64)
+    assert torch.equal(model(images, other, filter_silent=False).class_maps, plain.class_maps)
+    assert not torch.allclose(model(images, other).class_maps, filtered.class_maps)
 
 
 def test_stage_two_loss_known_value_and_gradients():
