@@ -161,9 +161,11 @@ def cluster_to_class(world: str | Path, rnd: DictionaryRound) -> tuple[dict[int,
     return report["mapping"], report
 
 
-def check_training_scenes(world: str | Path, cfg: StageTwoConfig) -> None:
-    """Refuse a batch larger than the world's training scenes of the kinds ``cfg`` trains on. Reads
-    only the manifest, so ``dsol-lite run`` can say it before training stage one for minutes."""
+def check_training_scenes(world: str | Path, cfg: StageTwoConfig, ranks: Ranks = Ranks()) -> None:
+    """Refuse a batch that the ranks cannot share evenly, or larger than the world's training scenes
+    of the kinds ``cfg`` trains on. Reads only the manifest, so ``dsol-lite run`` can say it before
+    training stage one for minutes."""
+    check_batch_size(cfg.batch_size, ranks)
     manifest = read_manifest(world)
     for kinds in dict.fromkeys((cfg.kinds, cfg.finetune_kinds or cfg.kinds)):
         n = len(manifest.select("train", kinds))
@@ -180,8 +182,7 @@ class StageTwoTrainer(EpochRun):
         self.cfg, self.world, self.run_dir = cfg.validate(), Path(world), Path(run_dir)
         self.device = device or default_device()
         self.progress_bar, self.ranks = progress_bar, ranks
-        check_batch_size(cfg.batch_size, ranks)
-        check_training_scenes(world, cfg)
+        check_training_scenes(world, cfg, ranks)
         self.stage_one_cfg, stage_one, self.round = load_stage_one(stage_one_dir, self.device)
         size = self.stage_one_cfg.image_size  # training crops; validation at the evaluation size
         self.train_sets = {kinds: MultiSourceScenes(world, "train", kinds, image_size=size, train=True, seed=cfg.seed,
