@@ -93,6 +93,47 @@ def matching_accuracy(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, d
     return correct / max(total, 1)
 
 
+@torch.no_grad()
+def clip_embeddings(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
+                    batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stage one's unit embeddings of every single-source clip: visual ``(N, D, h, w)``, audio
+    ``(N, D)``, and the true classes ``(N,)`` (for reporting only)."""
+    model.eval()
+    vis, aud, labels = [], [], []
+    for batch in iterate(dataset, sequential_batches(len(dataset), batch_size)):
+        batch = to_device(batch, device)
+        out = model.encode(batch["image"], log_mel(batch["audio"]))
+        vis.append(out.v_emb.float().cpu())
+        aud.append(out.a_emb.float().cpu())
+        labels.append(batch["label"].cpu())
+    return torch.cat(vis), torch.cat(aud), torch.cat(labels)
+
+
+def class_matching_matrix(v_emb: torch.Tensor, a_emb: torch.Tensor, labels: torch.Tensor, scale: float,
+                          num_classes: int, chunk: int = 256) -> torch.Tensor:
+    """How strongly stage one matches a sound of class ``a`` (row) to a frame of class ``v`` (column).
+
+    Entry ``(a, v)`` is the mean match probability ``sigmoid(max_x scale * cos(v_emb_j(x), a_emb_i))``
+    over every pair of two *different* clips, audio ``i`` of class ``a`` and frame ``j`` of class
+    ``v``, so the diagonal asks "another clip of the same class?", not "the same clip?". A network
+    that tells every class apart has a bright diagonal; a block of bright entries off it is a group
+    of classes the two streams have collapsed together, which k-means cannot then split. NaN where a
+    class has no pair. Notebook: 03_object_dictionary.
+    """
+    n = len(labels)
+    onehot = torch.nn.functional.one_hot(labels.long(), num_classes).double()  # (N, C)
+    sums = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    for start in range(0, n, chunk):
+        rows = slice(start, min(start + chunk, n))
+        logits = scale * torch.einsum("jdhw,id->ijhw", v_emb, a_emb[rows]).amax(dim=(2, 3))  # audio i, frame j
+        probs = torch.sigmoid(logits.double())
+        probs[torch.arange(rows.stop - start), torch.arange(start, rows.stop)] = 0.0  # drop each clip's own pair
+        sums += onehot[rows].T @ probs @ onehot
+    counts = onehot.sum(0)
+    pairs = counts[:, None] * counts[None, :] - torch.diag(counts)
+    return (sums / pairs).float()  # 0 / 0 = NaN where there is no pair
+
+
 class ClipFeatures(NamedTuple):
     objects: torch.Tensor  # (N, C) object features (masked means)
     audio: torch.Tensor  # (N, C) audio features
@@ -167,5 +208,5 @@ def class_maps_at_image(maps: dict[str, torch.Tensor], mapping: dict[int, int], 
 
 
 __all__ = ["localization_maps", "mean_box_area", "evaluate_single_source", "sharpness_sweep", "scalar_table",
-           "matching_accuracy", "ClipFeatures", "extract_object_features", "stage_two_maps", "with_silent_filter",
-           "class_maps_at_image"]
+           "matching_accuracy", "clip_embeddings", "class_matching_matrix", "ClipFeatures", "extract_object_features",
+           "stage_two_maps", "with_silent_filter", "class_maps_at_image"]

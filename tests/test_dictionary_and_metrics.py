@@ -9,7 +9,7 @@ import torch
 from dsol_lite.dictionary import (DictionaryRound, build_dictionary, check_pairing, cluster_report, dilate4,
                                   hungarian_mapping, object_features, run_kmeans)
 from dsol_lite.errors import ConfigError, DataError
-from dsol_lite.evaluate import sharpness_sweep
+from dsol_lite.evaluate import class_matching_matrix, sharpness_sweep
 from dsol_lite.metrics import (centre_prior, dsol_single_source, ezvsl, grid_oracle, iou, min_max_normalize,
                                success_curve, upsample)
 
@@ -173,3 +173,32 @@ def test_sharpness_sweep_rescales_the_logits_before_the_tenth_of_the_max_cut():
     logits[:, 2:6, 2:6] = -2.0
     logits[:, 3:5, 3:5] = 4.0
     assert sharpness_sweep(torch.sigmoid(logits), gt, [0.25, 1.0, 2.0]) == {0.25: 0.0, 1.0: 1.0, 2.0: 0.0}
+
+
+def test_class_matching_matrix_by_hand_skips_each_clips_own_pair():
+    e0, e1 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    # three clips on a 1 x 2 grid: two of class 0 (the sound's direction in one cell, its opposite in
+    # the other, so only the max over locations finds it) and one of class 1
+    v_emb = torch.stack([torch.stack([e0, -e0], 1), torch.stack([-e0, e0], 1), torch.stack([e1, e1], 1)])[:, :, None]
+    a_emb = torch.stack([e0, e0, e1])
+    matrix = class_matching_matrix(v_emb, a_emb, torch.tensor([0, 0, 1]), scale=2.0, num_classes=3)
+    s2 = torch.sigmoid(torch.tensor(2.0)).item()
+    assert matrix[0, 0].item() == pytest.approx(s2)  # 2 pairs of two different class-0 clips, cos 1
+    assert matrix[0, 1].item() == pytest.approx(0.5) and matrix[1, 0].item() == pytest.approx(0.5)  # cos 0
+    assert torch.isnan(matrix[1, 1])  # one class-1 clip: its own pair is not a pair (it would give sigmoid(2))
+    assert torch.isnan(matrix[2]).all() and torch.isnan(matrix[:, 2]).all()  # a class with no clips
+
+
+def test_class_matching_matrix_does_not_depend_on_the_chunk_size():
+    g = torch.Generator().manual_seed(0)
+    v_emb = torch.nn.functional.normalize(torch.randn(7, 4, 2, 3, generator=g), dim=1)
+    a_emb = torch.nn.functional.normalize(torch.randn(7, 4, generator=g), dim=1)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 2])
+    whole = class_matching_matrix(v_emb, a_emb, labels, 5.0, 3)
+    assert torch.allclose(class_matching_matrix(v_emb, a_emb, labels, 5.0, 3, chunk=2), whole)
+    # brute force over every pair of different clips
+    for a in range(3):
+        for v in range(3):
+            p = [torch.sigmoid(5.0 * torch.einsum("dhw,d->hw", v_emb[j], a_emb[i]).max())
+                 for i in range(7) for j in range(7) if i != j and labels[i] == a and labels[j] == v]
+            assert whole[a, v].item() == pytest.approx(torch.stack(p).mean().item(), rel=1e-6)
