@@ -117,8 +117,8 @@ def class_matching_matrix(v_emb: torch.Tensor, a_emb: torch.Tensor, labels: torc
     over every pair of two *different* clips, audio ``i`` of class ``a`` and frame ``j`` of class
     ``v``, so the diagonal asks "another clip of the same class?", not "the same clip?". A network
     that tells every class apart has a bright diagonal; a block of bright entries off it is a group
-    of classes the two streams have collapsed together, which k-means cannot then split. NaN where a
-    class has no pair. Notebook: 03_object_dictionary.
+    of classes the two streams have collapsed together, which k-means with one cluster per class then
+    puts in one cluster. NaN where a class has no pair. Notebook: 03_object_dictionary.
     """
     n = len(labels)
     onehot = torch.nn.functional.one_hot(labels.long(), num_classes).double()  # (N, C)
