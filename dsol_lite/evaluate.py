@@ -5,7 +5,7 @@ Notebook: 02_stage_one, 05_evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import torch
@@ -13,9 +13,10 @@ from torch import nn
 
 from dsol_lite.data.audio import LogMel
 from dsol_lite.data.datasets import ClipDataset
-from dsol_lite.dictionary import object_features
+from dsol_lite.dictionary import cluster_report, object_features, run_kmeans
 from dsol_lite.metrics import (centre_prior, cluster_maps_to_classes, dsol_single_source, ezvsl, random_maps,
                                upsample)
+from dsol_lite.models.dsol import StageOneOutput
 from dsol_lite.training import iterate, sequential_batches, to_device
 
 
@@ -94,15 +95,25 @@ def matching_accuracy(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, d
 
 
 @torch.no_grad()
+def encoded_clips(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
+                  batch_size: int = 64, items: Sequence[int] | None = None
+                  ) -> Iterator[tuple[dict[str, torch.Tensor], StageOneOutput]]:
+    """Every clip of a single-source dataset (or the clips ``items``) through stage one's two
+    streams in eval mode: ``(batch, output)`` pairs, batch by batch, in order."""
+    model.eval()
+    items = range(len(dataset)) if items is None else items
+    for batch in iterate(dataset, [list(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]):
+        batch = to_device(batch, device)
+        yield batch, model.encode(batch["image"], log_mel(batch["audio"]))
+
+
+@torch.no_grad()
 def clip_embeddings(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
                     batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stage one's unit embeddings of every single-source clip: visual ``(N, D, h, w)``, audio
     ``(N, D)``, and the true classes ``(N,)`` (for reporting only)."""
-    model.eval()
     vis, aud, labels = [], [], []
-    for batch in iterate(dataset, sequential_batches(len(dataset), batch_size)):
-        batch = to_device(batch, device)
-        out = model.encode(batch["image"], log_mel(batch["audio"]))
+    for batch, out in encoded_clips(model, dataset, log_mel, device, batch_size):
         vis.append(out.v_emb.float().cpu())
         aud.append(out.a_emb.float().cpu())
         labels.append(batch["label"].cpu())
@@ -148,13 +159,8 @@ def extract_object_features(model: nn.Module, dataset: ClipDataset, log_mel: Log
                             items: range | None = None) -> ClipFeatures:
     """Object, audio and pooled visual features of every clip of a single-source dataset (eval mode),
     or of the clips ``items`` only (one rank's share in a distributed run)."""
-    model.eval()
-    items = items if items is not None else range(len(dataset))
-    batches = [list(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
     objs, auds, vis, labels, empty = [], [], [], [], 0
-    for batch in iterate(dataset, batches):
-        batch = to_device(batch, device)
-        out = model.encode(batch["image"], log_mel(batch["audio"]))
+    for batch, out in encoded_clips(model, dataset, log_mel, device, batch_size, items):
         feats, no_mask = object_features(out.v_fea.float(), model.localization_map(out).float(), threshold,
                                          feature_norm)
         objs.append(feats.cpu())
@@ -163,6 +169,29 @@ def extract_object_features(model: nn.Module, dataset: ClipDataset, log_mel: Log
         labels.append(batch["label"].cpu())
         empty += int(no_mask.sum())
     return ClipFeatures(torch.cat(objs), torch.cat(auds), torch.cat(vis), torch.cat(labels), empty)
+
+
+@torch.no_grad()
+def validate_stage_one(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
+                       num_clusters: int, threshold: float = 0.05, feature_norm: str = "mask",
+                       seed: int = 0) -> dict[str, float]:
+    """Stage one's validation, one pass over the split: DSOL's IoU@0.5 and AUC of the maps (what
+    selects the checkpoint), and ``nmi``: k-means with ``num_clusters`` on the split's own object
+    features against the true classes. The NMI is reported, never used: a cheap preview of how
+    class-like a dictionary made now would be, without a clustering round over the training clips.
+    Notebook: 02_stage_one."""
+    maps, gts, objects, labels = [], [], [], []
+    for batch, out in encoded_clips(model, dataset, log_mel, device):
+        heat = model.localization_map(out).float()
+        maps.append(heat.cpu())
+        gts.append(batch["gt_mask"].cpu() > 0.5)
+        objects.append(object_features(out.v_fea.float(), heat, threshold, feature_norm)[0].cpu())
+        labels.append(batch["label"].cpu())
+    gt = torch.cat(gts)
+    scores = dsol_single_source(upsample(torch.cat(maps), gt.shape[-1]), gt)
+    feats, k = torch.cat(objects), min(num_clusters, len(gt))
+    nmi = cluster_report(run_kmeans(feats, k, seed), torch.cat(labels).numpy(), k, len(dataset.classes))["nmi"]
+    return {"iou@0.5": scores["iou@0.5"], "auc": scores["auc"], "nmi": nmi}
 
 
 @torch.no_grad()
@@ -208,5 +237,6 @@ def class_maps_at_image(maps: dict[str, torch.Tensor], mapping: dict[int, int], 
 
 
 __all__ = ["localization_maps", "mean_box_area", "evaluate_single_source", "sharpness_sweep", "scalar_table",
-           "matching_accuracy", "clip_embeddings", "class_matching_matrix", "ClipFeatures", "extract_object_features",
-           "stage_two_maps", "with_silent_filter", "class_maps_at_image"]
+           "matching_accuracy", "encoded_clips", "clip_embeddings", "class_matching_matrix", "ClipFeatures",
+           "extract_object_features", "validate_stage_one", "stage_two_maps", "with_silent_filter",
+           "class_maps_at_image"]

@@ -146,6 +146,8 @@ def training_curves(stage_one_log: list[dict], stage_two_log: list[dict]) -> plt
     axes[0].set_title("stage one: localization steps")
     val1 = [r for r in stage_one_log if r.get("phase") == "validate"]
     axes[1].plot([r["epoch"] for r in val1], [r["val_iou@0.5"] for r in val1], "o-", label="val IoU@0.5")
+    with_nmi = [r for r in val1 if "val_nmi" in r]  # runs made before validation reported it have none
+    axes[1].plot([r["epoch"] for r in with_nmi], [r["val_nmi"] for r in with_nmi], "^--", label="val k-means NMI")
     clusters = [r for r in stage_one_log if r.get("phase") == "cluster"]
     axes[1].plot([r["epoch"] for r in clusters], [r["nmi"] for r in clusters], "s-", label="dictionary NMI")
     axes[1].set_title("stage one: per epoch")

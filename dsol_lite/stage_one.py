@@ -11,8 +11,10 @@ and ``dictionary.pt`` (the dictionary and the audio classifier of one clustering
 later stages load.
 
 With a frozen trunk in the classify phase (``class_lr=0``) a round cannot change what the network
-localizes, so ``rounds="best"`` validates first and clusters only the epochs that become the best
-one: the same ``best.pt`` and ``dictionary.pt``, without the rounds nobody would use.
+localizes, so ``rounds="best"`` only localizes, validates and selects during training, and runs
+one round at the end, for the selected epoch: the same ``best.pt`` and ``dictionary.pt`` as a round
+every epoch, without the rounds nobody would use. Validation also reports the NMI of k-means on the
+validation clips, so how class-like the features grow stays visible epoch by epoch.
 """
 
 from __future__ import annotations
@@ -33,8 +35,7 @@ from dsol_lite.dictionary import DictionaryRound, build_dictionary, cluster_repo
 from dsol_lite.distributed import (Ranks, broadcast_from_main, check_batch_size, classifier_part, gather_rows,
                                    gather_with_grad, mean_over_ranks, streams_part, sync_batchnorm, wrap)
 from dsol_lite.errors import ConfigError
-from dsol_lite.evaluate import extract_object_features, localization_maps
-from dsol_lite.metrics import dsol_single_source, upsample
+from dsol_lite.evaluate import extract_object_features, validate_stage_one
 from dsol_lite.models import BackbonePair, DSOLStageOne
 from dsol_lite.models.dsol import StageOneOutput
 from dsol_lite.objectives import stage_one_loss
@@ -65,7 +66,7 @@ class StageOneConfig:
     class_lr: float | None = None  # trunk learning rate on pseudo-labels (None: lr; 0: trunk frozen, heads only)
     class_passes: int = 3  # passes over the pseudo-labelled clips per round
     cluster_from_epoch: int = 1  # the first epoch that clusters (DSOL: the second)
-    rounds: str = "every"  # "every" epoch clusters (DSOL); "best": only an epoch that improves val (class_lr=0)
+    rounds: str = "every"  # "every" epoch clusters (DSOL); "best": one round, for the selected epoch (class_lr=0)
     mask_threshold: float = 0.05
     feature_norm: str = "mask"  # "mask" (object mean) or "grid" (original DSOL)
     num_clusters: int | None = None  # default: the number of classes
@@ -135,8 +136,8 @@ STAGE_ONE_PRESETS = {
     # measured on the quick world (see the issue notes and notebook 02): a 10x learning rate, all-pairs
     # negatives, a scale that learns 10x faster and a frozen trunk during the pseudo-label phase localize
     # far better within a CPU budget; 16 epochs with the trunk's rate at a tenth for the last 4 (seed 0: val
-    # IoU@0.5 0.840, where 12 constant epochs reach 0.825 and 16 constant 0.780); clustering only the epochs
-    # that become the best one (rounds="best", exact with the frozen trunk) keeps it within 6 minutes
+    # IoU@0.5 0.840, where 12 constant epochs reach 0.825 and 16 constant 0.780); clustering only the epoch
+    # selected at the end (rounds="best", exact with the frozen trunk) keeps it within 6 minutes
     "quick": StageOneConfig(width=16, image_size=128, eval_size=160, epochs=16, lr=1e-3, lr_schedule="step",
                             scale_lr_mult=10.0, class_passes=1, class_lr=0.0, rounds="best", negatives="all",
                             checkpoint_every=25),
@@ -180,6 +181,7 @@ class StageOneTrainer(ResumableRun):
         self._new_heads_optimizer()
         self.scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
         self.round, self.dictionary, self.pseudo_labels = -1, None, None
+        self.best_epoch = -1
         self.round_stats: dict[str, float] = {}
         self._head_inputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self.best, self.val_score = float("-inf"), float("-inf")
@@ -197,11 +199,12 @@ class StageOneTrainer(ResumableRun):
         return {"trunk": self.optimizer, "heads": self.heads_optimizer}
 
     def _extra_state(self) -> dict:
-        return {"round": self.round, "best": self.best, "val_score": self.val_score, "dictionary": self.dictionary,
-                "pseudo_labels": self.pseudo_labels, "round_stats": self.round_stats}
+        return {"round": self.round, "best": self.best, "best_epoch": self.best_epoch, "val_score": self.val_score,
+                "dictionary": self.dictionary, "pseudo_labels": self.pseudo_labels, "round_stats": self.round_stats}
 
     def _load_extra_state(self, extra: dict) -> None:
         self.round, self.best = int(extra["round"]), float(extra["best"])
+        self.best_epoch = int(extra.get("best_epoch", self.round))  # runs saved before it was kept: their last round
         self.val_score = float(extra.get("val_score", float("-inf")))
         self.dictionary, self.pseudo_labels = extra["dictionary"], extra["pseudo_labels"]
         self.round_stats = dict(extra.get("round_stats", {}))
@@ -212,30 +215,54 @@ class StageOneTrainer(ResumableRun):
 
         An epoch is a chain of phases, saved at each change, so a resume goes on in the phase it was
         in (localize from its last saved step): localize -> cluster -> classify -> validate -> select.
-        With ``rounds="best"`` validation comes first and the epoch is clustered only if it beats the
-        best so far. Five resumable phases (not EpochRun's train/validate) are why this loop is stage
-        one's own."""
+        With ``rounds="best"`` an epoch is localize -> validate -> select, and one round (cluster ->
+        classify) follows the last epoch, for the selected one (``_final_round``). Five resumable
+        phases (not EpochRun's train/validate) are why this loop is stage one's own."""
         self._interrupt_after = interrupt_after
         p, lazy = self.progress, self.cfg.rounds == "best"
         while p.epoch < self.cfg.epochs:
-            clusters = p.epoch >= self.cfg.cluster_from_epoch
+            clusters = p.epoch >= self.cfg.cluster_from_epoch and not lazy
             if p.phase == "localize":
                 self._localize()
-                self._next_phase("cluster" if clusters and not lazy else "validate")
+                self._next_phase("cluster" if clusters else "validate")
             if p.phase == "cluster":
-                self._cluster()
+                self._cluster(p.epoch)
                 self._next_phase("classify")
             if p.phase == "classify":
-                self._classify()
-                self._next_phase("select" if lazy else "validate")
+                self._classify(p.epoch)
+                self._next_phase("validate")
             if p.phase == "validate":
                 self._validate()
-                self._next_phase("cluster" if lazy and clusters and self._improves() else "select")
+                self._next_phase("select")
             if p.phase == "select":
                 self._select()
                 p.epoch += 1
                 self._next_phase("localize")
+        if lazy:
+            self._final_round()
         return {"best_val_iou@0.5": self.best, "epochs": p.epoch, "steps": p.global_step}
+
+    def _final_round(self) -> None:
+        """``rounds="best"``: after the last epoch, the selected epoch's model gets its clustering round,
+        seeded as it would have been in that epoch, so ``best.pt`` and ``dictionary.pt`` are those of
+        ``rounds="every"``. The trainer then holds the selected model; phases "cluster" -> "classify"
+        -> "done" at ``epoch == cfg.epochs`` (resumable like any other)."""
+        p, epoch = self.progress, self.best_epoch
+        if p.phase == "localize":  # training just ended
+            if epoch < self.cfg.cluster_from_epoch or self.round == epoch:
+                return  # no eligible epoch (the run never clusters), or the round exists (an older run)
+            self.model.load_state_dict(self.ckpt.load("best", self.device)["model"])
+            self._next_phase("cluster")
+        if p.phase == "cluster":
+            self._cluster(epoch)
+            self._next_phase("classify")
+        if p.phase == "classify":
+            self._classify(epoch)
+            self._save("best")  # the selected model with the heads of its round
+            if self.ranks.is_main:
+                self._current_round().save(self.run_dir / "dictionary.pt")
+            self.log.write(epoch=epoch, phase="select", best=self.best, round=self.round)
+            self._next_phase("done")
 
     def _set_trunk_lr(self, lr: float, scale_lr: float | None = None) -> None:
         """Set the trunk's learning rate and the scale's (``scale_lr_mult`` x ``scale_lr``, default ``lr``)."""
@@ -312,36 +339,37 @@ class StageOneTrainer(ResumableRun):
         self._head_inputs = (visual, audio)  # what the pseudo-label heads see, for a frozen trunk
         return objects, audio, labels, empty
 
-    def _cluster(self) -> None:
-        p = self.progress
+    def _cluster(self, epoch: int) -> None:
+        """Extract, cluster and start a round for ``epoch`` (its k-means and head seeds)."""
         start = time.perf_counter()
         feats, _, labels, empty = self.extract()
         if self.ranks.enabled:  # rank 0 clusters, every rank gets its assignment
             assign = torch.zeros(len(feats), dtype=torch.long, device=self.device)
             if self.ranks.is_main:
-                assign[:] = torch.as_tensor(run_kmeans(feats, self.k, seed=self.cfg.seed * 1000 + p.epoch))
+                assign[:] = torch.as_tensor(run_kmeans(feats, self.k, seed=self.cfg.seed * 1000 + epoch))
             assign = broadcast_from_main(assign).cpu().numpy()
         else:
-            assign = run_kmeans(feats, self.k, seed=self.cfg.seed * 1000 + p.epoch)
+            assign = run_kmeans(feats, self.k, seed=self.cfg.seed * 1000 + epoch)
         report = cluster_report(assign, labels.numpy(), self.k, len(self.classes))
         self.round_stats = {k: report[k] for k in ("nmi", "purity", "hungarian_acc")}
-        self.round = p.epoch
+        self.round = epoch
         self.dictionary = build_dictionary(feats, assign, self.k)
         self.pseudo_labels = torch.as_tensor(assign, dtype=torch.long)
-        self.model.reset_classifiers(self.k, seed=self.cfg.seed * 1000 + p.epoch)
+        self.model.reset_classifiers(self.k, seed=self.cfg.seed * 1000 + epoch)
         self._new_heads_optimizer()
         self._classifier = None  # new heads: a new DDP wrapper
-        self.log.write(epoch=p.epoch, phase="cluster", nmi=report["nmi"], purity=report["purity"],
+        self.log.write(epoch=epoch, phase="cluster", nmi=report["nmi"], purity=report["purity"],
                        hungarian_acc=report["hungarian_acc"], empty_masks=empty,
                        seconds=round(time.perf_counter() - start, 2))
 
-    def _classify(self) -> None:
+    def _classify(self, epoch: int) -> None:
+        """Fresh heads learn the pseudo-labels of the round of ``epoch`` (its batch order)."""
         p, cfg = self.progress, self.cfg
         per_pass = len(self.train_set) // cfg.batch_size
         with self._bar(per_pass * cfg.class_passes, p.step, "classify") as bar:
             while p.step < per_pass * cfg.class_passes:
                 n_pass, start = divmod(p.step, per_pass)
-                batches = batch_order(len(self.train_set), cfg.batch_size, cfg.seed, p.epoch, 1 + n_pass)
+                batches = batch_order(len(self.train_set), cfg.batch_size, cfg.seed, epoch, 1 + n_pass)
                 if cfg.class_lr == 0:
                     self._classify_heads_only(batches[start:], bar)
                 else:
@@ -403,13 +431,15 @@ class StageOneTrainer(ResumableRun):
         return DictionaryRound(self.round, self.dictionary, head, self.pseudo_labels, dict(self.round_stats))
 
     def _validate(self) -> None:
-        """DSOL's IoU@0.5 on the val split (rank 0 measures, the split is small; every rank gets it)."""
+        """DSOL's IoU@0.5 on the val split, which selects, and the NMI of k-means on the val clips,
+        which is only logged (rank 0 measures, the split is small; every rank gets the score)."""
+        cfg = self.cfg
         score = torch.tensor([float("-inf")], dtype=torch.float64, device=self.device)
         if self.ranks.is_main:
-            maps, gt = localization_maps(self.model, self.val_set, self.log_mel, self.device)
-            val = dsol_single_source(upsample(maps, gt.shape[-1]), gt)
+            val = validate_stage_one(self.model, self.val_set, self.log_mel, self.device, self.k,
+                                     cfg.mask_threshold, cfg.feature_norm, seed=cfg.seed)
             self.log.write(epoch=self.progress.epoch, phase="validate",
-                           **{"val_iou@0.5": val["iou@0.5"], "val_auc": val["auc"]})
+                           **{"val_iou@0.5": val["iou@0.5"], "val_auc": val["auc"], "val_nmi": val["nmi"]})
             score[0] = val["iou@0.5"]
         self.val_score = float(broadcast_from_main(score) if self.ranks.enabled else score)
 
@@ -424,8 +454,10 @@ class StageOneTrainer(ResumableRun):
         """Keep this epoch's model, and the dictionary round that goes with it, if it is the best."""
         if not self._improves():
             return
-        self.best = self.val_score
+        self.best, self.best_epoch = self.val_score, self.progress.epoch
         self._save("best")
+        if self.cfg.rounds == "best":
+            return  # its round comes after the last epoch (_final_round), which logs the selection
         if self.round >= 0 and self.ranks.is_main:
             self._current_round().save(self.run_dir / "dictionary.pt")
         self.log.write(epoch=self.progress.epoch, phase="select", best=self.best, round=self.round)

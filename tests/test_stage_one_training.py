@@ -65,7 +65,7 @@ def test_outputs_pair_the_dictionary_with_the_best_model(reference):
     assert any(r["phase"] == "cluster" and 0.0 <= r["nmi"] <= 1.0 for r in records)
 
 
-def test_rounds_best_clusters_only_the_selected_epochs_with_the_same_outputs(tiny_world, tmp_path):
+def test_rounds_best_clusters_once_for_the_selected_epoch_with_the_same_outputs(tiny_world, tmp_path):
     cfg = dataclasses.replace(TINY, epochs=5, class_lr=0.0)
     every = make(tiny_world, tmp_path / "every", dataclasses.replace(cfg, rounds="every"))
     lazy = make(tiny_world, tmp_path / "best", dataclasses.replace(cfg, rounds="best"))
@@ -75,25 +75,38 @@ def test_rounds_best_clusters_only_the_selected_epochs_with_the_same_outputs(tin
         return [r["epoch"] for r in trainer.log.read() if r["phase"] == phase]
 
     assert epochs(every, "cluster") == [1, 2, 3, 4]
-    assert epochs(lazy, "cluster") == epochs(lazy, "select") == epochs(every, "select")
-    assert len(epochs(lazy, "cluster")) < 4  # rounds were skipped (on this tiny world val improves once)
+    selected = epochs(every, "select")[-1]
+    assert epochs(lazy, "cluster") == epochs(lazy, "select") == [selected]  # one round, logged once
     assert epochs(lazy, "validate") == epochs(every, "validate") == [0, 1, 2, 3, 4]
     assert_same_weights(every.ckpt.load("best")["model"], lazy.ckpt.load("best")["model"])
+    assert_same_weights(lazy.ckpt.load("best")["model"], lazy.model.state_dict())  # it ends on the selected model
     a, b = (DictionaryRound.load(tmp_path / name / "dictionary.pt") for name in ("every", "best"))
-    assert a.round == b.round and torch.equal(a.dictionary, b.dictionary) and a.digest == b.digest
+    assert a.round == b.round == selected and torch.equal(a.dictionary, b.dictionary) and a.digest == b.digest
+    assert sorted(p.name for p in (tmp_path / "best").glob("dictionary_round*.pt")) == [f"dictionary_round{selected:02d}.pt"]
     assert every.best == lazy.best
+    assert lazy.fit()["epochs"] == 5 and epochs(lazy, "cluster") == [selected]  # a finished run does nothing more
 
 
-def test_rounds_best_resumes_bitwise(tiny_world, tmp_path):
+@pytest.mark.parametrize("interrupt_after", [9, 15], ids=["mid-training", "in-the-final-round"])
+def test_rounds_best_resumes_bitwise(tiny_world, tmp_path, interrupt_after):
     cfg = dataclasses.replace(TINY, rounds="best")
     reference = make(tiny_world, tmp_path / "reference", cfg)
     reference.fit()
-    with pytest.raises(Interrupted):  # in the round that follows the validation of epoch 1
-        make(tiny_world, tmp_path / "run", cfg).fit(interrupt_after=15)
+    assert reference.progress.global_step == 18  # 2 epochs of 6 localize steps, then the round's 6 classify steps
+    with pytest.raises(Interrupted):
+        make(tiny_world, tmp_path / "run", cfg).fit(interrupt_after=interrupt_after)
     resumed = make(tiny_world, tmp_path / "run", cfg)
     resumed.fit()
     assert_same_weights(reference.model.state_dict(), resumed.model.state_dict())
+    a, b = (DictionaryRound.load(tmp_path / name / "dictionary.pt") for name in ("reference", "run"))
+    assert a.round == b.round and torch.equal(a.dictionary, b.dictionary) and a.digest == b.digest
     assert resumed.best == reference.best
+
+
+def test_validation_reports_the_nmi_of_the_validation_clips(reference):
+    trainer, _ = reference
+    val = [r for r in trainer.log.read() if r["phase"] == "validate"]
+    assert len(val) == 2 and all(0.0 <= r["val_nmi"] <= 1.0 for r in val)
 
 
 def test_rounds_best_needs_a_frozen_trunk():
@@ -148,9 +161,9 @@ def test_more_clusters_than_clips_and_empty_datasets(tiny_world, tmp_path):
 def test_pseudo_label_phase_trains_heads_and_optionally_the_trunk(tiny_world, tmp_path, class_lr, trunk_moves):
     trainer = make(tiny_world, tmp_path, dataclasses.replace(TINY, class_lr=class_lr))
     trainer._interrupt_after = None
-    trainer._cluster()
+    trainer._cluster(0)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    trainer._classify()
+    trainer._classify(0)
     after = trainer.model.state_dict()
     trunk = [k for k in before if k.startswith("backbones.")]
     heads = [k for k in before if "classifier" in k]
