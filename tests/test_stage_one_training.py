@@ -82,7 +82,8 @@ def test_rounds_best_clusters_once_for_the_selected_epoch_with_the_same_outputs(
     assert_same_weights(lazy.ckpt.load("best")["model"], lazy.model.state_dict())  # it ends on the selected model
     a, b = (DictionaryRound.load(tmp_path / name / "dictionary.pt") for name in ("every", "best"))
     assert a.round == b.round == selected and torch.equal(a.dictionary, b.dictionary) and a.digest == b.digest
-    assert sorted(p.name for p in (tmp_path / "best").glob("dictionary_round*.pt")) == [f"dictionary_round{selected:02d}.pt"]
+    rounds = sorted(p.name for p in (tmp_path / "best").glob("dictionary_round*.pt"))
+    assert rounds == [f"dictionary_round{selected:02d}.pt"]
     assert every.best == lazy.best
     assert lazy.fit()["epochs"] == 5 and epochs(lazy, "cluster") == [selected]  # a finished run does nothing more
 
