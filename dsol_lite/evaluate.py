@@ -77,24 +77,6 @@ def scalar_table(table: dict) -> dict[str, dict[str, float]]:
 
 
 @torch.no_grad()
-def matching_accuracy(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
-                      batch_size: int = 64) -> float:
-    """How often the model tells a clip's own frame (max map > 0.5) from the next clip's frame."""
-    from dsol_lite.objectives import stage_one_loss
-
-    model.eval()
-    correct, total = 0.0, 0
-    for batch in iterate(dataset, sequential_batches(len(dataset), batch_size)):
-        if len(batch["index"]) < 2:
-            continue
-        batch = to_device(batch, device)
-        _, stats = stage_one_loss(model, model.encode(batch["image"], log_mel(batch["audio"])))
-        correct += stats["match_acc"] * len(batch["index"])
-        total += len(batch["index"])
-    return correct / max(total, 1)
-
-
-@torch.no_grad()
 def encoded_clips(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
                   batch_size: int = 64, items: Sequence[int] | None = None
                   ) -> Iterator[tuple[dict[str, torch.Tensor], StageOneOutput]]:
@@ -105,6 +87,22 @@ def encoded_clips(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, devic
     for batch in iterate(dataset, [list(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]):
         batch = to_device(batch, device)
         yield batch, model.encode(batch["image"], log_mel(batch["audio"]))
+
+
+@torch.no_grad()
+def matching_accuracy(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, device: torch.device,
+                      batch_size: int = 64) -> float:
+    """How often the model tells a clip's own frame (max map > 0.5) from the next clip's frame."""
+    from dsol_lite.objectives import stage_one_loss
+
+    correct, total = 0.0, 0
+    for batch, out in encoded_clips(model, dataset, log_mel, device, batch_size):
+        if len(batch["index"]) < 2:  # a lone clip has no other frame to tell apart
+            continue
+        _, stats = stage_one_loss(model, out)
+        correct += stats["match_acc"] * len(batch["index"])
+        total += len(batch["index"])
+    return correct / max(total, 1)
 
 
 @torch.no_grad()
