@@ -366,7 +366,7 @@ class StageOneTrainer(ResumableRun):
         """Fresh heads learn the pseudo-labels of the round of ``epoch`` (its batch order)."""
         p, cfg = self.progress, self.cfg
         per_pass = len(self.train_set) // cfg.batch_size
-        with self._bar(per_pass * cfg.class_passes, p.step, "classify") as bar:
+        with self._bar(per_pass * cfg.class_passes, p.step, "classify", epoch) as bar:  # the round's epoch
             while p.step < per_pass * cfg.class_passes:
                 n_pass, start = divmod(p.step, per_pass)
                 batches = batch_order(len(self.train_set), cfg.batch_size, cfg.seed, epoch, 1 + n_pass)

@@ -313,10 +313,12 @@ class ResumableRun:
             best = broadcast_from_main(torch.tensor([self.best], dtype=torch.float64, device=device))  # type: ignore
             self.best = float(best)  # type: ignore[attr-defined]
 
-    def _bar(self, total: int, start: int, desc: str):
+    def _bar(self, total: int, start: int, desc: str, epoch: int | None = None):
+        """A progress bar named after ``epoch`` (default: the current one) and the phase ``desc``."""
         # refresh at most every 2 s: in a notebook each refresh is a widget message, and thousands of
         # them overflow the kernel's output channel (nbval then loses the end of the cell)
-        return tqdm(total=total, initial=start, desc=f"epoch {self.progress.epoch} {desc}", unit="batch",
+        epoch = self.progress.epoch if epoch is None else epoch
+        return tqdm(total=total, initial=start, desc=f"epoch {epoch} {desc}", unit="batch",
                     disable=not (self.progress_bar and self.ranks.is_main), leave=False, mininterval=2.0)
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import dsol_lite.stage_one as stage_one_module
+import dsol_lite.training as training_module
 from dsol_lite.dictionary import DictionaryRound, check_pairing
 from dsol_lite.errors import ConfigError, DataError
 from dsol_lite.stage_one import STAGE_ONE_PRESETS, Interrupted, StageOneTrainer
@@ -65,11 +66,14 @@ def test_outputs_pair_the_dictionary_with_the_best_model(reference):
     assert any(r["phase"] == "cluster" and 0.0 <= r["nmi"] <= 1.0 for r in records)
 
 
-def test_rounds_best_clusters_once_for_the_selected_epoch_with_the_same_outputs(tiny_world, tmp_path):
+def test_rounds_best_clusters_once_for_the_selected_epoch_with_the_same_outputs(tiny_world, tmp_path, monkeypatch):
     cfg = dataclasses.replace(TINY, epochs=5, class_lr=0.0)
     every = make(tiny_world, tmp_path / "every", dataclasses.replace(cfg, rounds="every"))
     lazy = make(tiny_world, tmp_path / "best", dataclasses.replace(cfg, rounds="best"))
-    every.fit(), lazy.fit()
+    every.fit()
+    bars, real_tqdm = [], training_module.tqdm
+    monkeypatch.setattr(training_module, "tqdm", lambda *a, **kw: bars.append(kw["desc"]) or real_tqdm(*a, **kw))
+    lazy.fit()
 
     def epochs(trainer, phase):
         return [r["epoch"] for r in trainer.log.read() if r["phase"] == phase]
@@ -85,6 +89,7 @@ def test_rounds_best_clusters_once_for_the_selected_epoch_with_the_same_outputs(
     rounds = sorted(p.name for p in (tmp_path / "best").glob("dictionary_round*.pt"))
     assert rounds == [f"dictionary_round{selected:02d}.pt"]
     assert every.best == lazy.best
+    assert bars[-1] == f"epoch {selected} classify"  # the final round's bar names the round's epoch, not epoch 5
     assert lazy.fit()["epochs"] == 5 and epochs(lazy, "cluster") == [selected]  # a finished run does nothing more
 
 
