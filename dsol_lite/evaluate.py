@@ -84,7 +84,8 @@ def encoded_clips(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, devic
     streams in eval mode: ``(batch, output)`` pairs, batch by batch, in order."""
     model.eval()
     items = range(len(dataset)) if items is None else items
-    for batch in iterate(dataset, [list(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]):
+    batches = [[items[j] for j in chunk] for chunk in sequential_batches(len(items), batch_size)]
+    for batch in iterate(dataset, batches):
         batch = to_device(batch, device)
         yield batch, model.encode(batch["image"], log_mel(batch["audio"]))
 
