@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from contextlib import suppress
 
 import torch
 
 from dsol_lite.data.audio import AudioConfig, LogMel
+from dsol_lite.data.datasets import DECODED
 from dsol_lite.objectives import stage_one_loss
-from dsol_lite.stage_one import STAGE_ONE_PRESETS, build_stage_one
+from dsol_lite.stage_one import STAGE_ONE_PRESETS, Interrupted, StageOneTrainer, build_stage_one
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -73,9 +76,7 @@ def main() -> None:
         from dsol_lite.training import batch_order, iterate
 
         train = SoloPairs(args.data, "train", image_size=size, train=True, cache=True)
-        batches = batch_order(len(train), b, 0, 0, 0)
-        for _ in iterate(train, batches, 0):  # decode every clip once (the notebook does it too)
-            pass
+        batches = batch_order(len(train), b, 0, 0, 0)  # always the first batch: the warm-up decodes its clips
         parts["loading + augmenting a batch"] = lambda: next(iterate(train, batches[:1], 0))
     times: dict[str, list[float]] = {name: [] for name in parts}
     for fn in parts.values():  # warm-up
@@ -100,19 +101,14 @@ def predict(data: str, cfg) -> None:
     """Time the trainer itself (set-up, decoding, one epoch's localize and validate, one round's
     feature extraction) and scale to the preset's epochs: the real loop, with its log-mel, logging,
     checkpoints and fresh batches, runs slower than the parts above add up to."""
-    import tempfile
-
-    from dsol_lite.data.datasets import DECODED
-    from dsol_lite.stage_one import Interrupted, StageOneTrainer
-
-    DECODED.clear()  # decode the clips again, as a fresh notebook kernel does
+    DECODED.clear()  # decode every clip, as a fresh notebook kernel does
     with tempfile.TemporaryDirectory() as run:
         start = time.perf_counter()
         trainer = StageOneTrainer(data, run, cfg, device=torch.device("cpu"), progress_bar=False)
         build = time.perf_counter() - start
         decode = timed(lambda: [ds[i] for ds in (trainer.train_set, trainer.val_set) for i in range(len(ds))])
         per_epoch = len(trainer.train_set) // cfg.batch_size
-        localize = timed(lambda: _until_interrupted(trainer, per_epoch, Interrupted))
+        localize = timed(lambda: _one_epoch(trainer, per_epoch))
         validate = timed(trainer._validate)
         extract = timed(trainer.extract)
     total = build + decode + cfg.epochs * (localize + validate) + extract
@@ -123,11 +119,9 @@ def predict(data: str, cfg) -> None:
     print(f"predicted / the 6-minute target: {total / 360:.2f}")
 
 
-def _until_interrupted(trainer, steps: int, interrupted: type) -> None:
-    try:
+def _one_epoch(trainer: StageOneTrainer, steps: int) -> None:
+    with suppress(Interrupted):  # the run stops itself after the epoch's last step
         trainer.fit(interrupt_after=steps)
-    except interrupted:
-        pass
 
 
 if __name__ == "__main__":
