@@ -38,6 +38,13 @@ def assert_same_weights(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
+def assert_same_round(run_a, run_b) -> int:
+    """The two runs' ``dictionary.pt`` hold the same round, dictionary and audio head; returns the round."""
+    a, b = DictionaryRound.load(run_a / "dictionary.pt"), DictionaryRound.load(run_b / "dictionary.pt")
+    assert a.round == b.round and torch.equal(a.dictionary, b.dictionary) and a.digest == b.digest
+    return a.round
+
+
 @pytest.mark.parametrize("interrupt_after", [9, 15], ids=["mid-localize", "mid-classify"])
 def test_resumed_training_is_bitwise_identical(tiny_world, tmp_path, reference, interrupt_after):
     ref, ref_run = reference
@@ -47,8 +54,7 @@ def test_resumed_training_is_bitwise_identical(tiny_world, tmp_path, reference, 
     assert 0 < resumed.progress.global_step < interrupt_after  # picked up from the last checkpoint
     resumed.fit()
     assert_same_weights(ref.model.state_dict(), resumed.model.state_dict())
-    a, b = DictionaryRound.load(ref_run / "dictionary.pt"), DictionaryRound.load(tmp_path / "dictionary.pt")
-    assert a.round == b.round and torch.equal(a.dictionary, b.dictionary) and a.digest == b.digest
+    assert_same_round(ref_run, tmp_path)
 
 
 def test_outputs_pair_the_dictionary_with_the_best_model(reference):
@@ -84,8 +90,7 @@ def test_rounds_best_clusters_once_for_the_selected_epoch_with_the_same_outputs(
     assert epochs(lazy, "validate") == epochs(every, "validate") == [0, 1, 2, 3, 4]
     assert_same_weights(every.ckpt.load("best")["model"], lazy.ckpt.load("best")["model"])
     assert_same_weights(lazy.ckpt.load("best")["model"], lazy.model.state_dict())  # it ends on the selected model
-    a, b = (DictionaryRound.load(tmp_path / name / "dictionary.pt") for name in ("every", "best"))
-    assert a.round == b.round == selected and torch.equal(a.dictionary, b.dictionary) and a.digest == b.digest
+    assert assert_same_round(tmp_path / "every", tmp_path / "best") == selected
     rounds = sorted(p.name for p in (tmp_path / "best").glob("dictionary_round*.pt"))
     assert rounds == [f"dictionary_round{selected:02d}.pt"]
     assert every.best == lazy.best
@@ -104,8 +109,7 @@ def test_rounds_best_resumes_bitwise(tiny_world, tmp_path, interrupt_after):
     resumed = make(tiny_world, tmp_path / "run", cfg)
     resumed.fit()
     assert_same_weights(reference.model.state_dict(), resumed.model.state_dict())
-    a, b = (DictionaryRound.load(tmp_path / name / "dictionary.pt") for name in ("reference", "run"))
-    assert a.round == b.round and torch.equal(a.dictionary, b.dictionary) and a.digest == b.digest
+    assert_same_round(tmp_path / "reference", tmp_path / "run")
     assert resumed.best == reference.best
 
 
