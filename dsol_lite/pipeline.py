@@ -190,6 +190,9 @@ def run_pipeline(preset: str | None = None, world: str | Path | None = None, run
     world = Path(world) if world is not None else Path("worlds") / str(p.world)
     run_dir = Path(runs) / (name or preset)
     seconds = {}
+    # which parts this invocation makes from their start: only their times compare with the course's targets
+    fresh = {"world": not (world / MANIFEST_FILE).exists(),
+             **{stage: not (run_dir / stage / "last.pt").exists() for stage in ("stage_one", "stage_two")}}
 
     start = time.perf_counter()
     if ranks.is_main:
@@ -211,7 +214,7 @@ def run_pipeline(preset: str | None = None, world: str | Path | None = None, run
     seconds["evaluate"] = time.perf_counter() - start
     manifest = read_manifest(world)
     results["setup"] = {"world": str(world), "classes": len(manifest.classes), "preset": preset, "device": device.type,
-                        "seconds": seconds, "round": results["dictionary"]["round"],
+                        "seconds": seconds, "fresh": fresh, "round": results["dictionary"]["round"],
                         "nmi": results["dictionary"]["nmi"], "purity": results["dictionary"]["purity"]}
     path = run_dir / "metrics.json"
     tmp = path.with_suffix(".json.part")

@@ -44,6 +44,37 @@ def test_pipeline_resumes_an_interrupted_stage_and_writes_the_report(tiny_world,
         assert (run / "figures" / f"{figure}.png").stat().st_size > 1000
         assert f"figures/{figure}.png" in report
     assert "| DSOL stage two |" in report and "centre prior" in report
+    assert results["setup"]["fresh"] == {"world": False, "stage_one": False, "stage_two": False}
+    assert "## The course's targets" in report and "resumed in this invocation: not timed" in report
+
+
+def _results(iou: float = 0.785, ciou: float = 0.7, seconds: float = 300.0, fresh: bool = True) -> dict:
+    cocktail = {"DSOL stage two": {"ciou@0.3": ciou, "nsa": 0.99}, "stage-one map for every class": {"ciou@0.3": 0.05}}
+    return {"solo": {"DSOL stage one": {"dsol_iou@0.5": iou}, "centre prior": {"dsol_iou@0.5": 0.06}},
+            "dictionary": {"nmi": 0.914}, "multi": {"cocktail": cocktail},
+            "setup": {"seconds": {"world": 50.0, "stage_one": seconds, "stage_two": 70.0, "evaluate": 40.0},
+                      "fresh": {"world": fresh, "stage_one": fresh, "stage_two": fresh}}}
+
+
+def test_course_targets_are_checked_on_the_runs_numbers():
+    from dsol_lite.report import course_targets, targets_table
+
+    met = [m for _, _, m in course_targets(_results())]
+    # IoU 0.785 < 0.8; 72.5 points over the prior; NMI; CIoU 0.7 (a float32 0.69999999 counts as 0.7); NSA;
+    # stage two over the stage-one map; 300 s <= 360 s; 460 s for the whole run
+    assert met == [False, True, True, True, True, True, True, True]
+    float32_ciou = float(torch.tensor(140 / 200, dtype=torch.float32))
+    assert float32_ciou < 0.7 and course_targets(_results(ciou=float32_ciou))[3][2] is True
+    assert course_targets(_results(ciou=0.69))[3][2] is False
+    slow = course_targets(_results(iou=0.8, seconds=400.0))
+    assert slow[0][2] is True and slow[-2][1:] == ("400 s", False) and slow[-1][2] is True  # 560 s in all
+    resumed = course_targets(_results(fresh=False))
+    assert [m for _, _, m in resumed][-2:] == [None, None]
+    table = targets_table(resumed)
+    assert "| solo IoU@0.5 (DSOL protocol, stage one) >= 0.8 | 0.785 | **no** |" in table and "| – |" in table
+    no_cocktails = _results()
+    no_cocktails["multi"] = {}
+    assert len(course_targets(no_cocktails)) == 5
 
 
 def test_cli_run_reports_an_impossible_config(tiny_world, tmp_path, capsys):
