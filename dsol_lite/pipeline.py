@@ -191,8 +191,7 @@ def run_pipeline(preset: str | None = None, world: str | Path | None = None, run
     run_dir = Path(runs) / (name or preset)
     seconds = {}
     # which parts this invocation makes from their start: only their times compare with the course's targets
-    fresh = {"world": not (world / MANIFEST_FILE).exists(),
-             **{stage: not (run_dir / stage / "last.pt").exists() for stage in ("stage_one", "stage_two")}}
+    fresh = {"world": not (world / MANIFEST_FILE).exists()}
 
     start = time.perf_counter()
     if ranks.is_main:
@@ -202,10 +201,14 @@ def run_pipeline(preset: str | None = None, world: str | Path | None = None, run
     seconds["world"] = time.perf_counter() - start
     check_training_scenes(world, s2, ranks)  # stage two's impossible settings, said before stage one trains
     start = time.perf_counter()
-    StageOneTrainer(world, run_dir / "stage_one", s1, device, progress, ranks).fit()
+    one = StageOneTrainer(world, run_dir / "stage_one", s1, device, progress, ranks)
+    fresh["stage_one"] = not one.resumed
+    one.fit()
     seconds["stage_one"] = time.perf_counter() - start
     start = time.perf_counter()
-    StageTwoTrainer(world, run_dir / "stage_two", run_dir / "stage_one", s2, device, progress, ranks).fit()
+    two = StageTwoTrainer(world, run_dir / "stage_two", run_dir / "stage_one", s2, device, progress, ranks)
+    fresh["stage_two"] = not two.resumed
+    two.fit()
     seconds["stage_two"] = time.perf_counter() - start
     if not ranks.is_main:
         return run_dir

@@ -265,7 +265,8 @@ class ResumableRun:
         self.log = MetricsLog(Path(run_dir) / "metrics.jsonl", enabled=self.ranks.is_main)
         self.progress = Progress(phase=first_phase)
         self._interrupt_after: int | None = None
-        if self.ckpt.path("last").exists():
+        self.resumed = self.ckpt.path("last").exists()  # False: this object starts the run from its beginning
+        if self.resumed:
             self._resume()
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:

@@ -167,3 +167,11 @@ def test_torchrun_pipeline_follows_one_process(tiny_world, tmp_path):
     assert torch.allclose(torch.tensor(b), torch.tensor(a), rtol=1e-2)
     print("stage two relative loss differences:", [f"{abs(x - y) / y:.1e}" for x, y in zip(b, a)])
     assert (tmp_path / "two" / "report.md").is_file() and (tmp_path / "two" / "metrics.json").is_file()
+    # which stages each invocation ran from their start (only those are timed against the course's targets)
+    fresh = {name: json.loads((tmp_path / name / "metrics.json").read_text())["setup"]["fresh"]
+             for name in ("one", "two")}
+    assert fresh["one"] == {"world": False, "stage_one": True, "stage_two": True}
+    assert fresh["two"] == {"world": False, "stage_one": False, "stage_two": True}
+    report = (tmp_path / "one" / "report.md").read_text()
+    assert "| stage one + dictionary <= 6 minutes | " in report and "made or begun earlier" not in report
+    assert "world or a stage made earlier: not timed" in report

@@ -52,6 +52,7 @@ def test_resumed_training_is_bitwise_identical(tiny_world, tmp_path, reference, 
         make(tiny_world, tmp_path).fit(interrupt_after=interrupt_after)
     resumed = make(tiny_world, tmp_path)
     assert 0 < resumed.progress.global_step < interrupt_after  # picked up from the last checkpoint
+    assert resumed.resumed and not ref.resumed
     resumed.fit()
     assert_same_weights(ref.model.state_dict(), resumed.model.state_dict())
     assert_same_round(ref_run, tmp_path)
