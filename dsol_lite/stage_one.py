@@ -150,6 +150,22 @@ def build_stage_one(cfg: StageOneConfig, num_clusters: int) -> DSOLStageOne:
     return DSOLStageOne(BackbonePair(cfg.width, imagenet=cfg.imagenet), num_clusters, cfg.embed_dim)
 
 
+def stage_one_optimizer(model: DSOLStageOne, cfg: StageOneConfig) -> torch.optim.Adam:
+    """Adam over all but the pseudo-label heads: the trunk in one group, the map's scale in another
+    (``set_stage_one_lr`` gives it ``scale_lr_mult`` times the rate)."""
+    trunk = [p for n, p in model.named_parameters() if "classifier" not in n and n != "scale"]
+    return torch.optim.Adam([{"params": trunk, "lr_mult": 1.0},
+                             {"params": [model.scale], "lr_mult": cfg.scale_lr_mult}],
+                            lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def set_stage_one_lr(optimizer: torch.optim.Optimizer, lr: float, scale_lr: float | None = None) -> None:
+    """Set the trunk's learning rate and the scale's (``scale_lr_mult`` x ``scale_lr``, default ``lr``)."""
+    trunk, scale = optimizer.param_groups
+    trunk["lr"] = lr * trunk["lr_mult"]
+    scale["lr"] = (lr if scale_lr is None else scale_lr) * scale["lr_mult"]
+
+
 class StageOneTrainer(DictionaryRounds, ResumableRun):
     """Stage one in one process, or in several (``ranks``, see ``dsol_lite.distributed``): each rank
     then takes its share of every global batch of ``cfg.batch_size`` clips, with the same result."""
@@ -175,10 +191,7 @@ class StageOneTrainer(DictionaryRounds, ResumableRun):
         if ranks.enabled:  # before the optimizers: SyncBatchNorm brings new modules
             sync_batchnorm(self.model, self.device)
         self.log_mel = LogMel(AudioConfig()).to(self.device)
-        trunk = [p for n, p in self.model.named_parameters() if "classifier" not in n and n != "scale"]
-        self.optimizer = torch.optim.Adam([{"params": trunk, "lr_mult": 1.0},
-                                           {"params": [self.model.scale], "lr_mult": cfg.scale_lr_mult}],
-                                          lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = stage_one_optimizer(self.model, cfg)
         self._new_heads_optimizer()
         self.scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
         self.round, self.dictionary, self.pseudo_labels = -1, None, None
@@ -240,10 +253,7 @@ class StageOneTrainer(DictionaryRounds, ResumableRun):
         return {"best_val_iou@0.5": self.best, "epochs": p.epoch, "steps": p.global_step}
 
     def _set_trunk_lr(self, lr: float, scale_lr: float | None = None) -> None:
-        """Set the trunk's learning rate and the scale's (``scale_lr_mult`` x ``scale_lr``, default ``lr``)."""
-        trunk, scale = self.optimizer.param_groups
-        trunk["lr"] = lr * trunk["lr_mult"]
-        scale["lr"] = (lr if scale_lr is None else scale_lr) * scale["lr_mult"]
+        set_stage_one_lr(self.optimizer, lr, scale_lr)
 
     def localize_lr(self, epoch: int, step: int) -> tuple[float, float]:
         """(trunk, scale) learning rates at a localization step: a pure function of the position, so
