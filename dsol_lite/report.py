@@ -246,7 +246,8 @@ def write_report(run_dir: str | Path, results: dict, figures: dict[str, plt.Figu
             "(this invocation; a resumed stage counts only what was left).", ""]
     if setup["preset"] == "quick":
         text += ["## The course's targets (quick preset, 2 CPU cores)", "",
-                 "What the course asks of a quick run; the README (Results) gives three seeds' spread.", "",
+                 "What the course asks of a quick run. One run is one draw (notebook 02, section 8): the README "
+                 "(Results) gives the spread over seeds and fresh draws.", "",
                  targets_table(course_targets(results)), ""]
     text += [
             "## Single source (test solo scenes, silent distractors included)", "",
