@@ -23,6 +23,7 @@ from torch import nn
 from dsol_lite.models.dsol import DSOLStageOne
 from dsol_lite.objectives import stage_one_loss
 from dsol_lite.stage_one import StageOneConfig, set_stage_one_lr, stage_one_optimizer
+from dsol_lite.training import to_device
 
 
 @dataclass
@@ -50,11 +51,13 @@ def _flat(model: nn.Module) -> torch.Tensor:
 
 
 def twin_runs(model: DSOLStageOne, batches: list[dict[str, torch.Tensor]], log_mel: nn.Module,
-              cfg: StageOneConfig, relative: float = 1e-7, seed: int = 0) -> TwinRuns:
+              cfg: StageOneConfig, relative: float = 1e-7, seed: int = 0,
+              device: torch.device = torch.device("cpu")) -> TwinRuns:
     """Train two copies of ``model`` (left unchanged) with stage one's loss and optimizer at the
-    first epoch's rates, on the same CPU ``batches`` (items of ``SoloPairs``); the second copy is
-    first nudged by ``relative`` (``nudge_``). ``relative=0`` gives two identical runs."""
-    twins = [copy.deepcopy(model).train(), nudge_(copy.deepcopy(model).train(), relative, seed)]
+    first epoch's rates, on the same ``batches`` (collated items of ``SoloPairs``), in float32 on
+    ``device``; the second copy is first nudged by ``relative`` (``nudge_``). ``relative=0`` gives
+    two identical runs on a CPU (a GPU's kernels need not repeat themselves)."""
+    twins = [copy.deepcopy(model).to(device).train(), nudge_(copy.deepcopy(model).train(), relative, seed).to(device)]
     optimizers = [stage_one_optimizer(m, cfg) for m in twins]
     for opt in optimizers:
         set_stage_one_lr(opt, cfg.lr)
@@ -62,6 +65,7 @@ def twin_runs(model: DSOLStageOne, batches: list[dict[str, torch.Tensor]], log_m
     distance = [float((_flat(twins[0]) - _flat(twins[1])).norm())]
     first_grads: list[torch.Tensor] = []
     for step, batch in enumerate(batches):
+        batch = to_device(batch, device)
         for m, opt, record in zip(twins, optimizers, losses):
             out = m.encode(batch["image"], log_mel(batch["audio"]))
             loss, _ = stage_one_loss(m, out, batch["label"], cfg.avoid_same_class, cfg.negatives)
