@@ -58,13 +58,18 @@ PIPELINE_PRESETS = {
 }
 
 
+def has_dataset(world: Path) -> bool:
+    """Whether ``world`` already holds a dataset (its manifest); ``ensure_world`` makes one otherwise."""
+    return (world / MANIFEST_FILE).exists()
+
+
 def ensure_world(world: Path, preset_name: str | None, progress: bool = True) -> Path:
     """Use the dataset at ``world`` if it has a manifest; otherwise generate the preset's world there
     (``preset_name=None``: real data, which only ``dsol-lite prepare-music`` makes)."""
     from dsol_lite.synth.config import preset
     from dsol_lite.synth.writer import generate_world
 
-    if (world / MANIFEST_FILE).exists():
+    if has_dataset(world):
         read_manifest(world)  # validates, with errors naming the file
         return world
     if preset_name is None:
@@ -191,7 +196,7 @@ def run_pipeline(preset: str | None = None, world: str | Path | None = None, run
     run_dir = Path(runs) / (name or preset)
     seconds = {}
     # which parts this invocation makes from their start: only their times compare with the course's targets
-    fresh = {"world": not (world / MANIFEST_FILE).exists()}
+    fresh = {"world": not has_dataset(world)}
 
     start = time.perf_counter()
     if ranks.is_main:
