@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import parameters_to_vector
 
 from dsol_lite.models.dsol import DSOLStageOne
 from dsol_lite.objectives import stage_one_loss
@@ -47,7 +48,7 @@ def nudge_(model: nn.Module, relative: float, seed: int = 0) -> nn.Module:
 
 
 def _flat(model: nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().flatten() for p in model.parameters()])
+    return parameters_to_vector(model.parameters()).detach()
 
 
 def twin_runs(model: DSOLStageOne, batches: list[dict[str, torch.Tensor]], log_mel: nn.Module,
