@@ -278,10 +278,12 @@ class ResumableRun:
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         pass
 
-    def _save(self, name: str = "last") -> Path:
+    def _save(self, name: str = "last", model: nn.Module | None = None) -> Path:
+        """Checkpoint ``model`` (default: the trained model) with this run's optimizers and progress."""
         if not self.ranks.is_main:
             return self.ckpt.path(name)
-        return self.ckpt.save(name, self.model, self._optimizers(), self.progress, self._extra_state(), self.scaler)
+        return self.ckpt.save(name, model or self.model, self._optimizers(), self.progress, self._extra_state(),
+                              self.scaler)
 
     def _resume(self) -> None:
         payload = self.ckpt.load("last", next(self.model.parameters()).device)

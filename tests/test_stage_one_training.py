@@ -17,7 +17,7 @@ from dsol_lite.synth.writer import generate_world
 from dsol_lite.training import TrainingError
 
 TINY = dataclasses.replace(STAGE_ONE_PRESETS["quick"], width=8, image_size=64, eval_size=80, epochs=2,
-                           batch_size=8, class_passes=1, checkpoint_every=2, rounds="every")
+                           batch_size=8, class_passes=1, checkpoint_every=2, rounds="every", ema_decay=0.0)
 
 
 def make(world, run, cfg=TINY) -> StageOneTrainer:
@@ -112,6 +112,53 @@ def test_rounds_best_resumes_bitwise(tiny_world, tmp_path, interrupt_after):
     assert_same_weights(reference.model.state_dict(), resumed.model.state_dict())
     assert_same_round(tmp_path / "reference", tmp_path / "run")
     assert resumed.best == reference.best
+
+
+AVERAGED = dataclasses.replace(TINY, rounds="best", ema_decay=0.9)
+
+
+def test_the_moving_average_follows_its_recurrence_and_is_what_gets_selected(tiny_world, tmp_path, monkeypatch):
+    scales, real_step = [], stage_one_module.optimizer_step
+
+    def step_and_record(*args, **kwargs):
+        real_step(*args, **kwargs)
+        scales.append(trainer.model.scale.detach().clone())
+
+    monkeypatch.setattr(stage_one_module, "optimizer_step", step_and_record)
+    trainer = make(tiny_world, tmp_path / "averaged", AVERAGED)
+    monkeypatch.setattr(trainer, "_final_round", lambda: None)  # keep the live weights to compare
+    trainer.fit()
+    assert len(scales) == int(trainer.average.n_averaged) == 12  # every localize step
+    expected = scales[0]  # the first update copies; then w_avg <- d w_avg + (1 - d) w
+    for s in scales[1:]:
+        expected = 0.9 * expected + 0.1 * s
+    assert torch.allclose(trainer.average.module.scale, expected, rtol=1e-6)
+    assert not torch.equal(trainer.average.module.scale, trainer.model.scale)
+    best = trainer.ckpt.load("best")["model"]  # 2 epochs: epoch 1 is the only one with a dictionary
+    assert trainer.best_epoch == 1 and torch.equal(best["scale"], trainer.average.module.scale)
+    average = trainer.average.module.state_dict()
+    for key in ("backbones.visual_net.conv1.weight", "backbones.visual_net.bn1.running_mean"):  # buffers too
+        assert torch.equal(best[key], average[key])
+
+
+def test_the_moving_average_resumes_bitwise(tiny_world, tmp_path):
+    reference = make(tiny_world, tmp_path / "reference", AVERAGED)
+    reference.fit()
+    with pytest.raises(Interrupted):
+        make(tiny_world, tmp_path / "run", AVERAGED).fit(interrupt_after=9)
+    resumed = make(tiny_world, tmp_path / "run", AVERAGED)
+    assert resumed.resumed
+    resumed.fit()
+    assert_same_weights(reference.model.state_dict(), resumed.model.state_dict())
+    assert_same_weights(reference.average.state_dict(), resumed.average.state_dict())
+    assert_same_round(tmp_path / "reference", tmp_path / "run")
+
+
+def test_a_moving_average_needs_one_round_and_a_decay_below_one():
+    with pytest.raises(ConfigError, match="rounds='best'"):
+        dataclasses.replace(TINY, rounds="every", ema_decay=0.99).validate()
+    with pytest.raises(ConfigError, match="ema_decay=1"):
+        dataclasses.replace(AVERAGED, ema_decay=1.0).validate()
 
 
 def test_validation_reports_the_nmi_of_the_validation_clips(reference):
