@@ -16,6 +16,9 @@ one round at the end, for the selected epoch: the same ``best.pt`` and ``diction
 every epoch, without the rounds nobody would use. Validation also reports the NMI of k-means on the
 validation clips, so how class-like the features grow stays visible epoch by epoch.
 
+With ``ema_decay > 0`` (the quick preset) validation judges a moving average of the weights
+(``judged``), ``best.pt`` keeps it and the round clusters it; training itself never sees it.
+
 The round itself (extract, cluster, classify) is in ``dictionary_rounds``; this module holds the
 settings, the presets and the epoch loop.
 """
