@@ -80,8 +80,7 @@ def test_torchrun_stage_one_follows_the_one_process_loss_curve(tiny_world, tmp_p
     differs, and Adam amplifies it step by step: measured, one process on 1 vs 2 threads drifts
     apart as much), one log and one set of checkpoints that a single process can resume."""
     settings = ["width=8", "image_size=64", "eval_size=80", "epochs=2", "batch_size=8", "class_passes=1",
-                "lr=1e-4", "scale_lr_mult=1", "class_lr=1e-4", "rounds=every", "ema_decay=0",
-                "checkpoint_every=2"]
+                "lr=1e-4", "scale_lr_mult=1", "class_lr=1e-4", "rounds=every", "checkpoint_every=2"]
     args = [a for s in settings for a in ("--set", s)]
     cli = ["-m", "dsol_lite.cli", "stage-one", str(tiny_world)]
     torchrun(*cli, str(tmp_path / "two"), "--preset", "quick", *args, "--no-progress", cwd=tmp_path)
@@ -123,7 +122,7 @@ def test_shares_and_bad_batch_sizes(tiny_world, tmp_path):
 
 def test_set_overrides_read_the_field_types():
     cfg = with_overrides(STAGE_ONE_PRESETS["quick"], ["epochs=3", "lr=2e-4", "class_lr=none", "rounds=every",
-                                                      "ema_decay=0", "imagenet=false", "prepared=data/cache"])
+                                                      "imagenet=false", "prepared=data/cache"])
     assert (cfg.epochs, cfg.lr, cfg.class_lr, cfg.imagenet, cfg.prepared) == (3, 2e-4, None, False, "data/cache")
     with pytest.raises(ConfigError, match="KEY one of"):
         with_overrides(cfg, ["epoch=3"])

@@ -17,7 +17,7 @@ from dsol_lite.synth.writer import generate_world
 from dsol_lite.training import TrainingError
 
 TINY = dataclasses.replace(STAGE_ONE_PRESETS["quick"], width=8, image_size=64, eval_size=80, epochs=2,
-                           batch_size=8, class_passes=1, checkpoint_every=2, rounds="every", ema_decay=0.0)
+                           batch_size=8, class_passes=1, checkpoint_every=2, rounds="every")
 
 
 def make(world, run, cfg=TINY) -> StageOneTrainer:
