@@ -282,8 +282,8 @@ class ResumableRun:
         """Checkpoint ``model`` (default: the trained model) with this run's optimizers and progress."""
         if not self.ranks.is_main:
             return self.ckpt.path(name)
-        return self.ckpt.save(name, model or self.model, self._optimizers(), self.progress, self._extra_state(),
-                              self.scaler)
+        model = self.model if model is None else model
+        return self.ckpt.save(name, model, self._optimizers(), self.progress, self._extra_state(), self.scaler)
 
     def _resume(self) -> None:
         payload = self.ckpt.load("last", next(self.model.parameters()).device)
