@@ -179,7 +179,8 @@ def get_method(name: str) -> Method:
 
 
 PEER_PRESETS = {
-    # the quick world on a 2-core CPU: the stage-one quick settings (narrow net, 128 px, 10x lr)
+    # the quick world on a 2-core CPU: the stage-one quick settings as first measured (narrow net, 128 px, 10x lr;
+    # stage one's own preset has since settled on 5x, measured for DSOL only, so the peers keep 10x)
     # FNAC's terms at weight 1, not 100: from scratch, at 100 they collapse the visual embeddings to one vector
     # (measured: val IoU@0.5 stuck at 0.035, a constant map, from the first epoch with the terms, 3 seeds of 3;
     # weight 10: best 0.09, weight 1: best 0.13). FNAC's paper starts from ImageNet features, where the
