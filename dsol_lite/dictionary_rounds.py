@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from dsol_lite.dictionary import DictionaryRound, build_dictionary, cluster_report, run_kmeans
-from dsol_lite.distributed import broadcast_from_main, classifier_part, gather_rows, mean_over_ranks, wrap
+from dsol_lite.distributed import (broadcast_from_main, classifier_part, gather_rows, mean_over_ranks,
+                                   wait_for_main, wrap)
 from dsol_lite.evaluate import extract_object_features
 from dsol_lite.training import autocast, batch_order, check_finite, iterate, optimizer_step, to_device
 
@@ -87,7 +88,7 @@ class DictionaryRounds:
                     self._classify_heads_only(batches[start:], bar)
                 else:
                     self._classify_with_trunk(batches, start, n_pass, bar)
-        if self.dictionary is not None:
+        if self.dictionary is not None and self.ranks.is_main:  # one writer: the ranks hold the same round
             self._current_round().save(self.run_dir / f"dictionary_round{self.round:02d}.pt")
 
     def _classify_step(self, v_logits: torch.Tensor, a_logits: torch.Tensor, target: torch.Tensor,
@@ -152,6 +153,7 @@ class DictionaryRounds:
         if p.phase == "localize":  # training just ended
             if epoch < self.cfg.cluster_from_epoch or self.round == epoch:
                 return  # no eligible epoch (the run never clusters), or the round exists (an older run)
+            wait_for_main(self.ranks)  # rank 0 has just written best.pt: the others read it after that
             self.model.load_state_dict(self.ckpt.load("best", self.device)["model"])
             self._next_phase("cluster")
         if p.phase == "cluster":

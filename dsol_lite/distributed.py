@@ -24,7 +24,8 @@ streams on it; the run as a whole computes what one process computes on the glob
   training clips; ``gather_rows`` puts them together in clip order, rank 0 clusters and
   broadcasts the assignment.
 
-Rank 0 alone writes checkpoints, logs and progress bars, and validates (the val split is small).
+Rank 0 alone writes checkpoints, logs and progress bars, and validates (the val split is small);
+the others wait for it (``wait_for_main``) before they read a file it wrote.
 A DDP wrapper must outlive the backward pass of its forward: its hooks average the gradients.
 """
 
@@ -160,6 +161,13 @@ def broadcast_from_main(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def wait_for_main(ranks: Ranks) -> None:
+    """Every rank waits here until rank 0 arrives: what rank 0 wrote before (``best.pt``,
+    ``dictionary.pt``) is then on disk for the others to read. No-op in one process."""
+    if ranks.enabled:
+        dist.barrier()
+
+
 def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Average logged numbers over the ranks (each rank saw a different share of the batch)."""
     keys = sorted(values)
@@ -260,5 +268,5 @@ def wrap(part: Part, device: torch.device) -> nn.parallel.DistributedDataParalle
 
 
 __all__ = ["Ranks", "launched_ranks", "init_distributed", "distributed_run", "check_batch_size", "shard",
-           "gather_with_grad", "gather_rows", "broadcast_from_main", "mean_over_ranks", "GlobalBatchNorm2d",
-           "sync_batchnorm", "Part", "streams_part", "classifier_part", "stage_two_part", "wrap"]
+           "gather_with_grad", "gather_rows", "broadcast_from_main", "wait_for_main", "mean_over_ranks",
+           "GlobalBatchNorm2d", "sync_batchnorm", "Part", "streams_part", "classifier_part", "stage_two_part", "wrap"]

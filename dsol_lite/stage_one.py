@@ -38,7 +38,7 @@ from dsol_lite.data.audio import AudioConfig, LogMel
 from dsol_lite.data.datasets import SoloPairs
 from dsol_lite.dictionary_rounds import DictionaryRounds
 from dsol_lite.distributed import (Ranks, broadcast_from_main, check_batch_size, gather_rows,
-                                   gather_with_grad, streams_part, sync_batchnorm, wrap)
+                                   gather_with_grad, streams_part, sync_batchnorm, wait_for_main, wrap)
 from dsol_lite.errors import ConfigError
 from dsol_lite.evaluate import validate_stage_one
 from dsol_lite.models import BackbonePair, DSOLStageOne
@@ -276,6 +276,7 @@ class StageOneTrainer(DictionaryRounds, ResumableRun):
                 self._next_phase("localize")
         if lazy:
             self._final_round()
+        wait_for_main(self.ranks)  # best.pt and dictionary.pt are on disk before any rank moves on (stage two)
         return {"best_val_iou@0.5": self.best, "epochs": p.epoch, "steps": p.global_step}
 
     def _set_trunk_lr(self, lr: float, scale_lr: float | None = None) -> None:

@@ -100,6 +100,32 @@ def test_torchrun_stage_one_follows_the_one_process_loss_curve(tiny_world, tmp_p
     print("relative loss differences:", [f"{abs(x - y) / y:.1e}" for x, y in zip(b, a)])
 
 
+def test_torchrun_one_round_with_a_moving_average(tiny_world, tmp_path):
+    """The quick preset's one clustering round (``rounds="best"``) under torchrun, with ``ema_decay``:
+    the other ranks wait for rank 0's ``best.pt`` before the round loads it, one rank writes each
+    round file, every rank averages the same synchronised weights (SyncBatchNorm buffers included),
+    and the saved average matches one process's as closely as float rounding allows."""
+    settings = ["width=8", "image_size=64", "eval_size=80", "epochs=2", "batch_size=8", "class_passes=1",
+                "lr=1e-4", "scale_lr_mult=1", "ema_decay=0.9", "checkpoint_every=2"]
+    args = [a for s in settings for a in ("--set", s)]
+    torchrun("-m", "dsol_lite.cli", "stage-one", str(tiny_world), str(tmp_path / "two"), "--preset", "quick",
+             *args, "--no-progress", cwd=tmp_path)
+    cfg = with_overrides(STAGE_ONE_PRESETS["quick"], settings)
+    one = StageOneTrainer(tiny_world, tmp_path / "one", cfg, torch.device("cpu"), progress_bar=False)
+    one.fit()
+
+    two = StageOneTrainer(tiny_world, tmp_path / "two", cfg, torch.device("cpu"), progress_bar=False)
+    assert two.progress.epoch == 2 and int(two.average.n_averaged) == 12  # every localize step, counted once
+    average = two.average.module.state_dict()
+    best = two.ckpt.load("best")["model"]  # 2 epochs: epoch 1, the last, is the only one with a dictionary
+    trunk = [k for k in best if not k.startswith(("v_classifier.", "a_classifier."))]  # heads: its round's
+    assert best.keys() == average.keys() and all(torch.equal(best[k], average[k]) for k in trunk)
+    reference = one.average.module.state_dict()
+    # the runs differ by float rounding, which Adam turns into up to a step (lr = 1e-4) per weight
+    assert_close({k: v for k, v in average.items() if v.is_floating_point()},
+                 {k: v for k, v in reference.items() if v.is_floating_point()}, rtol=1e-3, atol=1e-4)
+
+
 def test_global_batchnorm_is_plain_batchnorm_in_one_process():
     x = torch.randn(6, 4, 5, 5)
     plain, ours = torch.nn.BatchNorm2d(4), GlobalBatchNorm2d(4)
