@@ -88,8 +88,8 @@ class DictionaryRounds:
                     self._classify_heads_only(batches[start:], bar)
                 else:
                     self._classify_with_trunk(batches, start, n_pass, bar)
-        if self.dictionary is not None and self.ranks.is_main:  # one writer: the ranks hold the same round
-            self._current_round().save(self.run_dir / f"dictionary_round{self.round:02d}.pt")
+        if self.dictionary is not None:
+            self._write_round(f"dictionary_round{self.round:02d}.pt")
 
     def _classify_step(self, v_logits: torch.Tensor, a_logits: torch.Tensor, target: torch.Tensor,
                        optimizers: list[torch.optim.Optimizer], bar) -> None:
@@ -144,6 +144,12 @@ class DictionaryRounds:
         head = {k: v.detach().cpu().clone() for k, v in self.model.a_classifier.state_dict().items()}
         return DictionaryRound(self.round, self.dictionary, head, self.pseudo_labels, dict(self.round_stats))
 
+    def _write_round(self, name: str) -> None:
+        """Save this round in the run folder; rank 0 alone writes (every rank holds the same round),
+        as ``_save`` does for checkpoints."""
+        if self.ranks.is_main:
+            self._current_round().save(self.run_dir / name)
+
     def _final_round(self) -> None:
         """``rounds="best"``: after the last epoch, the selected epoch's model gets its clustering round,
         seeded as it would have been in that epoch, so ``best.pt`` and ``dictionary.pt`` are those of
@@ -162,8 +168,7 @@ class DictionaryRounds:
         if p.phase == "classify":
             self._classify(epoch)
             self._save("best")  # the selected model with the heads of its round
-            if self.ranks.is_main:
-                self._current_round().save(self.run_dir / "dictionary.pt")
+            self._write_round("dictionary.pt")
             self.log.write(epoch=epoch, phase="select", best=self.best, round=self.round)
             self._next_phase("done")
 

@@ -23,7 +23,7 @@ from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel
 from dsol_lite.data.datasets import MultiSourceScenes, SoloPairs
 from dsol_lite.data.schema import MANIFEST_FILE, read_manifest
-from dsol_lite.distributed import Ranks
+from dsol_lite.distributed import Ranks, wait_for_main
 from dsol_lite.errors import ConfigError, DataError
 from dsol_lite.evaluate import (class_maps_at_image, evaluate_single_source, extract_object_features,
                                 localization_maps, mean_box_area, scalar_table, stage_two_maps, with_silent_filter)
@@ -201,8 +201,7 @@ def run_pipeline(preset: str | None = None, world: str | Path | None = None, run
     start = time.perf_counter()
     if ranks.is_main:
         ensure_world(world, p.world, progress)
-    if ranks.enabled:
-        torch.distributed.barrier()  # the others wait for rank 0's world
+    wait_for_main(ranks)  # the others wait for rank 0's world
     seconds["world"] = time.perf_counter() - start
     check_training_scenes(world, s2, ranks)  # stage two's impossible settings, said before stage one trains
     start = time.perf_counter()

@@ -365,8 +365,8 @@ class StageOneTrainer(DictionaryRounds, ResumableRun):
         self._save("best", self.judged)
         if self.cfg.rounds == "best":
             return  # its round comes after the last epoch (_final_round), which logs the selection
-        if self.round >= 0 and self.ranks.is_main:
-            self._current_round().save(self.run_dir / "dictionary.pt")
+        if self.round >= 0:
+            self._write_round("dictionary.pt")
         self.log.write(epoch=self.progress.epoch, phase="select", best=self.best, round=self.round)
 
     def load_best(self) -> DSOLStageOne:
