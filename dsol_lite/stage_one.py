@@ -152,7 +152,7 @@ STAGE_ONE_PRESETS = {
     # 6 minutes. The rate was 1e-3 (scale 10x) before: on ten fresh draws each, 5e-4 (scale 20x) gives the same
     # solo IoU@0.5 (0.678 against 0.677), a steadier dictionary (NMI under 0.85 in 1 draw against 5) and better
     # cocktails (CIoU@0.3 0.741 against 0.619). A moving average of the weights (ema_decay=0.995) was
-    # measured on ten draws and left off: README, Results
+    # measured on ten draws and left off: notebooks/results/findings.md
     "quick": StageOneConfig(width=16, image_size=128, eval_size=160, epochs=16, lr=5e-4, lr_schedule="step",
                             scale_lr_mult=20.0, class_passes=1, class_lr=0.0, rounds="best", negatives="all",
                             checkpoint_every=25),

@@ -84,7 +84,7 @@ class StageTwoConfig:
 STAGE_TWO_PRESETS = {
     # DSOL's lr (1e-3 undid stage one); 6 epochs: validation peaked at epoch 5 and at epoch 3 in the two
     # measured 8-epoch runs; the filter from the first epoch (no warm-up): best val CIoU@0.3 over seeds
-    # 0/1/2 0.665/0.720/0.795 against 0.595/0.740/0.805 after a 2-epoch warm-up (README, Results)
+    # 0/1/2 0.665/0.720/0.795 against 0.595/0.740/0.805 after a 2-epoch warm-up (notebooks/results/findings.md)
     "quick": StageTwoConfig(epochs=6, warmup_epochs=0, checkpoint_every=25),
     "full": StageTwoConfig(epochs=5, warmup_epochs=1, num_workers=4, device_augment=True),
     # DSOL on MUSIC: 2x2 scenes composed from solo clips (prepare-music --grid2x2), then the real duets;
