@@ -9,6 +9,11 @@ dsol_lite runs each stream once on the B clips and forms the negatives by re-pai
 embeddings. Both steps below use the same model, the same B clips (the original also gets B
 extra negative frames) and the same optimizer; the printed ratio is original / dsol_lite
 time per step, measured alternately in one run. Target (issue 3): >= 1.8x.
+
+Two more steps time the quick preset's choices: every other frame of the batch as a negative
+(``negatives="all"``), and that with the frames tiled 2 x 2 into pictures for the visual stream
+(``mosaic=True``). A mosaic sends the same pixels through the same convolutions, so it should
+cost what the step without it costs; the last line prints that ratio.
 """
 
 from __future__ import annotations
@@ -39,8 +44,8 @@ def original_step(model: DSOLStageOne, opt, images, negative_images, spec) -> fl
     return loss.item()
 
 
-def lite_step(model: DSOLStageOne, opt, images, spec) -> float:
-    loss, _ = stage_one_loss(model, model.encode(images, spec))
+def lite_step(model: DSOLStageOne, opt, images, spec, mosaic: bool = False, negatives: str = "one") -> float:
+    loss, _ = stage_one_loss(model, model.encode(images, spec, mosaic), negatives=negatives)
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -60,23 +65,26 @@ def main() -> None:
     images = torch.randn(args.batch, 3, args.size, args.size)
     negatives = torch.randn(args.batch, 3, args.size, args.size)
     spec = torch.randn(args.batch, 1, 201, 64)
-    times = {"original": [], "dsol_lite": []}
+    times = {"original": [], "dsol_lite": [], "all": [], "all + mosaic": []}
     for step in range(args.steps + 1):  # the first round warms up and is not counted
-        for name in ("original", "dsol_lite"):
+        for name in times:
             start = time.perf_counter()
             if name == "original":
                 original_step(model, opt, images, negatives, spec)
             else:
-                lite_step(model, opt, images, spec)
+                lite_step(model, opt, images, spec, mosaic=name == "all + mosaic",
+                          negatives="one" if name == "dsol_lite" else "all")
             if step:
                 times[name].append(time.perf_counter() - start)
     print(f"stage-one step, width {args.width}, {args.size} px, batch {args.batch}, "
           f"{torch.get_num_threads()} threads, median of {args.steps}")
     for name, t in times.items():
         step = statistics.median(t)
-        print(f"  {name:<10} {step * 1000:8.1f} ms/step  {args.batch / step:7.1f} clips/s")
+        print(f"  {name:<12} {step * 1000:8.1f} ms/step  {args.batch / step:7.1f} clips/s")
     ratio = statistics.median(times["original"]) / statistics.median(times["dsol_lite"])
     print(f"  speed-up dsol_lite vs original: {ratio:.2f}x")
+    cost = statistics.median(times["all + mosaic"]) / statistics.median(times["all"])
+    print(f"  cost of the mosaic (all + mosaic vs all): {cost:.2f}x")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def twin_runs(model: DSOLStageOne, batches: list[dict[str, torch.Tensor]], log_m
     for step, batch in enumerate(batches):
         batch = to_device(batch, device)
         for m, opt, record in zip(twins, optimizers, losses):
-            out = m.encode(batch["image"], log_mel(batch["audio"]))
+            out = m.encode(batch["image"], log_mel(batch["audio"]), cfg.mosaic)
             loss, _ = stage_one_loss(m, out, batch["label"], cfg.avoid_same_class, cfg.negatives)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -71,6 +71,7 @@ class StageOneConfig:
     class_lr: float | None = None  # trunk learning rate on pseudo-labels (None: lr; 0: trunk frozen, heads only)
     class_passes: int = 3  # passes over the pseudo-labelled clips per round
     cluster_from_epoch: int = 1  # the first epoch that clusters (DSOL: the second)
+    select_from: float = 0.0  # no epoch before this fraction of the epochs is selected (see first_eligible_epoch)
     rounds: str = "every"  # "every" epoch clusters (DSOL); "best": one round, for the selected epoch (class_lr=0)
     mask_threshold: float = 0.05
     feature_norm: str = "mask"  # "mask" (object mean) or "grid" (original DSOL)
@@ -79,6 +80,7 @@ class StageOneConfig:
     avoid_same_class: bool = False  # negatives of another class (uses labels: a teaching switch)
     avoid_same_cluster: bool = False  # once clustered, no negatives from the audio's own pseudo-label cluster
     negatives: str = "one"  # "one" partner frame per audio (DSOL) or "all" other frames of the batch
+    mosaic: bool = False  # training frames seen 2 x 2 in one picture, negatives beside positives (not in DSOL)
     seed: int = 0
     checkpoint_every: int = 100  # steps
     num_workers: int = 0
@@ -94,6 +96,9 @@ class StageOneConfig:
             raise ConfigError(f"imagenet=True needs width=64 (got {self.width})")
         if self.lr_schedule not in ("constant", "cosine", "step"):
             raise ConfigError(f"lr_schedule={self.lr_schedule!r}: use 'constant', 'cosine' or 'step'")
+        if not 0 <= self.select_from < 1:
+            raise ConfigError(f"select_from={self.select_from}: the fraction of the epochs before which none is "
+                              f"selected, at least 0 and below 1")
         if not 0 < self.decay_at < 1:
             raise ConfigError(f"decay_at={self.decay_at}: the step schedule drops the rate after this fraction of "
                               f"the epochs, between 0 and 1")
@@ -109,6 +114,10 @@ class StageOneConfig:
                               "with a round every epoch the pseudo-labels would come from the live weights")
         if self.negatives not in ("one", "all"):
             raise ConfigError(f"negatives={self.negatives!r}: use 'one' (DSOL) or 'all'")
+        if self.mosaic and (self.batch_size % 4 or self.image_size % 16):
+            raise ConfigError(f"mosaic=True with batch_size={self.batch_size}, image_size={self.image_size}: the "
+                              f"frames are tiled four to a picture (a multiple of 4 per batch), and each frame "
+                              f"must fill whole cells of the 1/16 map (image_size a multiple of 16)")
         if self.epochs < 1 or self.class_passes < 0 or not 0 <= self.mask_threshold < 1:
             raise ConfigError("epochs >= 1, class_passes >= 0 and 0 <= mask_threshold < 1 are required")
         if self.eval_size is not None and self.eval_size < 32:
@@ -131,6 +140,14 @@ class StageOneConfig:
         return self.eval_size or self.image_size
 
     @property
+    def first_eligible_epoch(self) -> int:
+        """The first epoch validation may select: one with a clustering round (``cluster_from_epoch``)
+        and past ``select_from`` of the run. Selecting from the second half (the quick preset) keeps
+        an early epoch that validates as well as later ones, but whose features are not yet
+        class-like, from becoming the dictionary (notebooks/results/findings.md)."""
+        return max(self.cluster_from_epoch, int(self.select_from * self.epochs))
+
+    @property
     def decay_epoch(self) -> int:
         """With ``lr_schedule="step"``: the first epoch at a tenth of the rate (16 epochs: the 13th)."""
         return int(self.decay_at * self.epochs)
@@ -139,7 +156,8 @@ class StageOneConfig:
         # options left out while off: the same settings as runs made before they existed
         d = settings_fingerprint(self, _NOT_IN_FINGERPRINT, {"device_augment": False, "eval_size": None,
                                                                  "decay_at": 0.75, "rounds": "every",
-                                                                 "ema_decay": 0.0})
+                                                                 "ema_decay": 0.0, "mosaic": False,
+                                                                 "select_from": 0.0})
         return d | {"world": world_fingerprint(world)}
 
 
@@ -151,11 +169,13 @@ STAGE_ONE_PRESETS = {
     # clustering only the epoch selected at the end (rounds="best", exact with the frozen trunk) keeps it within
     # 6 minutes. The rate was 1e-3 (scale 10x) before: on ten fresh draws each, 5e-4 (scale 20x) gives the same
     # solo IoU@0.5 (0.678 against 0.677), a steadier dictionary (NMI under 0.85 in 1 draw against 5) and better
-    # cocktails (CIoU@0.3 0.741 against 0.619). A moving average of the weights (ema_decay=0.995) was
-    # measured on ten draws and left off: notebooks/results/findings.md
+    # cocktails (CIoU@0.3 0.741 against 0.619). Frames tiled 2 x 2 (mosaic, not in DSOL) raised solo IoU@0.5 on
+    # the same ten draws from 0.678 to 0.800; its maps peak sooner, so epochs of the first half, whose features
+    # are not yet class-like, are not selected (select_from=0.5). A moving average of the weights
+    # (ema_decay=0.995) was measured on ten draws and left off: notebooks/results/findings.md
     "quick": StageOneConfig(width=16, image_size=128, eval_size=160, epochs=16, lr=5e-4, lr_schedule="step",
                             scale_lr_mult=20.0, class_passes=1, class_lr=0.0, rounds="best", negatives="all",
-                            checkpoint_every=25),
+                            mosaic=True, select_from=0.5, checkpoint_every=25),
     "full": StageOneConfig(imagenet=True, num_workers=4, device_augment=True),
 }
 
@@ -190,6 +210,10 @@ class StageOneTrainer(DictionaryRounds, ResumableRun):
         self.device = device or default_device()
         self.progress_bar, self.ranks = progress_bar, ranks
         check_batch_size(cfg.batch_size, ranks)
+        if cfg.mosaic and (cfg.batch_size // ranks.world_size) % 4:
+            raise ConfigError(f"batch_size={cfg.batch_size} over {ranks.world_size} processes with mosaic=True: each "
+                              f"process tiles its own share four to a picture, so use a multiple of "
+                              f"{4 * ranks.world_size}")
         kw = {"seed": cfg.seed, "cache": cfg.cache, "prepared": cfg.prepared}
         self.train_set = SoloPairs(world, "train", image_size=cfg.image_size, train=True,
                                    device_augment=cfg.device_augment, **kw)
@@ -331,8 +355,8 @@ class StageOneTrainer(DictionaryRounds, ResumableRun):
         stay this rank's own (the loss does not use them)."""
         mel = self.log_mel(batch["audio"])
         if not self.ranks.enabled:
-            return self.model.encode(batch["image"], mel)
-        out = self._streams(batch["image"], mel)
+            return self.model.encode(batch["image"], mel, self.cfg.mosaic)
+        out = self._streams(batch["image"], mel, self.cfg.mosaic)
         for key in ("label", "index"):
             batch[key] = gather_rows(batch[key])
         return dataclasses.replace(out, v_emb=gather_with_grad(out.v_emb), a_emb=gather_with_grad(out.a_emb))
@@ -351,10 +375,10 @@ class StageOneTrainer(DictionaryRounds, ResumableRun):
         self.val_score = float(broadcast_from_main(score) if self.ranks.enabled else score)
 
     def _improves(self) -> bool:
-        """Whether this epoch's validation beats the best so far (epochs before the first round
-        do not count: they have no dictionary, unless the run never clusters)."""
+        """Whether this epoch's validation beats the best so far (epochs before the first eligible one
+        do not count: they have no dictionary or come too early, unless the run never clusters)."""
         cfg, epoch = self.cfg, self.progress.epoch
-        eligible = epoch >= cfg.cluster_from_epoch or cfg.epochs <= cfg.cluster_from_epoch
+        eligible = epoch >= cfg.first_eligible_epoch or cfg.epochs <= cfg.cluster_from_epoch
         return eligible and self.val_score > self.best
 
     def _select(self) -> None:

@@ -141,7 +141,7 @@ def test_shares_and_bad_batch_sizes(tiny_world, tmp_path):
     assert shard(list(range(8)), Ranks(1, 2, 1)) == [4, 5, 6, 7]
     with pytest.raises(ConfigError, match="cannot be split evenly over 3"):
         shard(list(range(8)), Ranks(0, 3, 0))
-    cfg = with_overrides(STAGE_ONE_PRESETS["quick"], ["width=8", "image_size=64", "batch_size=6"])
+    cfg = with_overrides(STAGE_ONE_PRESETS["quick"], ["width=8", "image_size=64", "batch_size=6", "mosaic=false"])
     with pytest.raises(ConfigError, match="batch_size=6 cannot be split evenly over 4 processes"):
         StageOneTrainer(tiny_world, tmp_path, cfg, torch.device("cpu"), ranks=Ranks(0, 4, 0))
 

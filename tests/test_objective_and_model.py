@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from dsol_lite.errors import ConfigError
 from dsol_lite.models import BackbonePair, DSOLStageOne, ResNet18Trunk
-from dsol_lite.models.dsol import StageOneOutput
+from dsol_lite.models.dsol import StageOneOutput, tile_2x2, untile_2x2
 from dsol_lite.objectives import negative_partners, stage_one_loss
 
 
@@ -124,3 +124,29 @@ def test_all_negatives_equals_a_naive_loop_and_one_negative_is_dsol():
     torch.testing.assert_close(stage_one_loss(model, out)[0], dsol)
     with pytest.raises(ValueError, match="negatives="):
         stage_one_loss(model, out, negatives="some")
+
+
+def test_a_mosaic_tiles_four_frames_and_cuts_the_map_back_into_their_quadrants():
+    x = torch.arange(8 * 2 * 3 * 5, dtype=torch.float32).view(8, 2, 3, 5)
+    tiled = tile_2x2(x)
+    assert tiled.shape == (2, 2, 6, 10)
+    assert torch.equal(tiled[1, :, :3, 5:], x[5]) and torch.equal(tiled[1, :, 3:, :5], x[6])  # top right, bottom left
+    assert torch.equal(untile_2x2(tiled), x)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        tile_2x2(x[:6])
+    with pytest.raises(ValueError, match="even sides"):
+        untile_2x2(torch.zeros(1, 2, 5, 4))
+
+    model = tiny_model().eval()
+    images, mel = torch.randn(8, 3, 64, 64), torch.randn(8, 1, 201, 64)
+    calls = []
+    model.backbones.visual_net.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
+    with torch.no_grad():
+        mosaic, alone = model.encode(images, mel, mosaic=True), model.encode(images, mel)
+        picture = model.backbones.visual(tile_2x2(images))
+    assert calls[0] == (2, 3, 128, 128)  # one visual forward of two pictures
+    assert mosaic.v_fea.shape == alone.v_fea.shape == (8, 64, 4, 4)  # each frame fills whole cells
+    assert torch.equal(mosaic.v_fea[5], picture[1, :, :4, 4:])  # frame 5: the second picture's top right
+    assert torch.equal(mosaic.a_emb, alone.a_emb)  # the audio stream does not care
+    # a cell sees across the seam: the quadrant maps differ from the frames seen alone
+    assert not torch.allclose(mosaic.v_fea, alone.v_fea, atol=1e-3)

@@ -167,6 +167,32 @@ def test_validation_reports_the_nmi_of_the_validation_clips(reference):
     assert len(val) == 2 and all(0.0 <= r["val_nmi"] <= 1.0 for r in val)
 
 
+@pytest.mark.parametrize("select_from, selected", [(0.0, 1), (0.5, 2)])
+def test_select_from_keeps_early_epochs_out_of_the_selection(tiny_world, tmp_path, monkeypatch, select_from, selected):
+    scores = iter([0.9, 0.8, 0.7, 0.6])  # validation gets worse epoch by epoch
+    monkeypatch.setattr(stage_one_module, "validate_stage_one",
+                        lambda *a, **kw: {"iou@0.5": next(scores), "auc": 0.5, "nmi": 0.5})
+    cfg = dataclasses.replace(TINY, epochs=4, rounds="best", select_from=select_from)
+    assert cfg.first_eligible_epoch == selected  # epoch 0 has no round; 0.5 x 4 epochs: epoch 2
+    trainer = make(tiny_world, tmp_path, cfg)
+    trainer.fit()
+    assert trainer.best_epoch == selected and trainer.best == pytest.approx([0.9, 0.8, 0.7, 0.6][selected])
+    assert [r["epoch"] for r in trainer.log.read() if r["phase"] == "cluster"] == [selected]
+    with pytest.raises(ConfigError, match="select_from=1"):
+        dataclasses.replace(TINY, select_from=1.0).validate()
+
+
+def test_a_mosaic_needs_whole_pictures_and_whole_cells(tiny_world, tmp_path):
+    from dsol_lite.distributed import Ranks
+
+    for bad in ({"batch_size": 6}, {"image_size": 72}):
+        with pytest.raises(ConfigError, match="mosaic=True"):
+            dataclasses.replace(TINY, mosaic=True, **bad).validate()
+    with pytest.raises(ConfigError, match="each process tiles its own share"):
+        StageOneTrainer(tiny_world, tmp_path, dataclasses.replace(TINY, mosaic=True, batch_size=12),
+                        torch.device("cpu"), progress_bar=False, ranks=Ranks(0, 2, 0))
+
+
 def test_rounds_best_needs_a_frozen_trunk():
     with pytest.raises(ConfigError, match="class_lr=0"):
         dataclasses.replace(TINY, rounds="best", class_lr=1e-4).validate()

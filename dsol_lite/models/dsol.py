@@ -7,6 +7,12 @@ cosine at every location, times one learnable scale (no bias, initialised to 5),
 sigmoid, is the localization map. Its global max says whether the sound belongs to the frame.
 Two K-way classifiers (on the average-pooled visual feature and on the audio vector) are
 trained on k-means pseudo-labels between localization epochs (see ``dictionary``).
+
+``encode(..., mosaic=True)`` (the quick preset's training, not in DSOL): every four frames of a
+batch are tiled 2 x 2 into one picture for the visual stream, and its feature map is cut back
+into the four frames' maps. Each cell then also sees its neighbours in the picture, so three of
+every audio's negatives sit right next to its positive: evidence that spreads from the object
+across the seam into another frame's quadrant costs loss there (notebook 02, sections 1 and 3).
 """
 
 from __future__ import annotations
@@ -18,6 +24,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from dsol_lite.models.backbones import BackbonePair
+
+
+def tile_2x2(x: torch.Tensor) -> torch.Tensor:
+    """``(4G, C, H, W) -> (G, C, 2H, 2W)``: items ``4g, 4g+1`` side by side on top, ``4g+2, 4g+3`` below."""
+    b, c, h, w = x.shape
+    if b % 4:
+        raise ValueError(f"a 2x2 mosaic needs a multiple of 4 frames, got {b}")
+    return x.view(b // 4, 2, 2, c, h, w).permute(0, 3, 1, 4, 2, 5).reshape(b // 4, c, 2 * h, 2 * w)
+
+
+def untile_2x2(x: torch.Tensor) -> torch.Tensor:
+    """``(G, C, 2h, 2w) -> (4G, C, h, w)``: the inverse of ``tile_2x2``, one quadrant per item."""
+    g, c, h2, w2 = x.shape
+    if h2 % 2 or w2 % 2:
+        raise ValueError(f"a 2x2 mosaic's map has even sides, got {h2} x {w2}")
+    h, w = h2 // 2, w2 // 2
+    return x.view(g, c, 2, h, 2, w).permute(0, 2, 4, 1, 3, 5).reshape(4 * g, c, h, w)
 
 
 @dataclass
@@ -41,8 +64,9 @@ class DSOLStageOne(nn.Module):
         self.v_classifier = nn.Linear(c, num_clusters)
         self.a_classifier = nn.Linear(c, num_clusters)
 
-    def encode(self, images: torch.Tensor, log_mel: torch.Tensor) -> StageOneOutput:
-        v_fea = self.backbones.visual(images)
+    def encode(self, images: torch.Tensor, log_mel: torch.Tensor, mosaic: bool = False) -> StageOneOutput:
+        """Both streams and projections; ``mosaic``: the frames seen four at a time, tiled 2 x 2."""
+        v_fea = untile_2x2(self.backbones.visual(tile_2x2(images))) if mosaic else self.backbones.visual(images)
         a_fea = self.backbones.audio(log_mel)
         v_emb = F.normalize(self.v_proj(v_fea), dim=1)
         a_emb = F.normalize(self.a_proj(a_fea), dim=1)
