@@ -104,11 +104,15 @@ def distributed_run(device: torch.device) -> Iterator[tuple[Ranks, torch.device]
             dist.destroy_process_group()
 
 
-def check_batch_size(batch_size: int, ranks: Ranks) -> None:
-    """A global batch must split evenly over the ranks."""
+def check_batch_size(batch_size: int, ranks: Ranks, per_rank_multiple: int = 1, why: str = "") -> None:
+    """A global batch must split evenly over the ranks, into shares that are multiples of
+    ``per_rank_multiple`` (``why`` says what needs them: stage one's mosaic tiles four frames)."""
     if batch_size % ranks.world_size:
         raise ConfigError(f"batch_size={batch_size} cannot be split evenly over {ranks.world_size} processes: "
                           f"use a batch size divisible by the number of processes")
+    if (batch_size // ranks.world_size) % per_rank_multiple:
+        raise ConfigError(f"batch_size={batch_size} over {ranks.world_size} processes: {why}, so use a multiple "
+                          f"of {per_rank_multiple * ranks.world_size}")
 
 
 def shard(batch: list[int], ranks: Ranks) -> list[int]:
