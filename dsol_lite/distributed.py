@@ -111,8 +111,10 @@ def check_batch_size(batch_size: int, ranks: Ranks, per_rank_multiple: int = 1, 
         raise ConfigError(f"batch_size={batch_size} cannot be split evenly over {ranks.world_size} processes: "
                           f"use a batch size divisible by the number of processes")
     if (batch_size // ranks.world_size) % per_rank_multiple:
-        raise ConfigError(f"batch_size={batch_size} over {ranks.world_size} processes: {why}, so use a multiple "
-                          f"of {per_rank_multiple * ranks.world_size}")
+        reason = f" ({why})" if why else ""
+        raise ConfigError(f"batch_size={batch_size} over {ranks.world_size} processes: each process's share must be "
+                          f"a multiple of {per_rank_multiple}{reason}, so use a multiple of "
+                          f"{per_rank_multiple * ranks.world_size}")
 
 
 def shard(batch: list[int], ranks: Ranks) -> list[int]:

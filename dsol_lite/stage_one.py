@@ -211,7 +211,7 @@ class StageOneTrainer(DictionaryRounds, ResumableRun):
         self.device = device or default_device()
         self.progress_bar, self.ranks = progress_bar, ranks
         check_batch_size(cfg.batch_size, ranks, 4 if cfg.mosaic else 1,
-                         "with mosaic=True each process tiles its own share four frames to a picture")
+                         "with mosaic=True each process tiles its own frames four to a picture")
         kw = {"seed": cfg.seed, "cache": cfg.cache, "prepared": cfg.prepared}
         self.train_set = SoloPairs(world, "train", image_size=cfg.image_size, train=True,
                                    device_augment=cfg.device_augment, **kw)

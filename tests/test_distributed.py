@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from dsol_lite.config import with_overrides
-from dsol_lite.distributed import GlobalBatchNorm2d, Ranks, shard, sync_batchnorm
+from dsol_lite.distributed import GlobalBatchNorm2d, Ranks, check_batch_size, shard, sync_batchnorm
 from dsol_lite.errors import ConfigError
 from dsol_lite.objectives import stage_one_loss, stage_two_loss
 from dsol_lite.stage_one import STAGE_ONE_PRESETS, StageOneTrainer
@@ -141,6 +141,9 @@ def test_shares_and_bad_batch_sizes(tiny_world, tmp_path):
     assert shard(list(range(8)), Ranks(1, 2, 1)) == [4, 5, 6, 7]
     with pytest.raises(ConfigError, match="cannot be split evenly over 3"):
         shard(list(range(8)), Ranks(0, 3, 0))
+    check_batch_size(16, Ranks(0, 2, 0), per_rank_multiple=4)  # shares of 8: fine
+    with pytest.raises(ConfigError, match=r"share must be a multiple of 4, so use a multiple of 8$"):
+        check_batch_size(12, Ranks(0, 2, 0), per_rank_multiple=4)
     cfg = with_overrides(STAGE_ONE_PRESETS["quick"], ["width=8", "image_size=64", "batch_size=6", "mosaic=false"])
     with pytest.raises(ConfigError, match="batch_size=6 cannot be split evenly over 4 processes"):
         StageOneTrainer(tiny_world, tmp_path, cfg, torch.device("cpu"), ranks=Ranks(0, 4, 0))

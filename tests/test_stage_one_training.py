@@ -188,7 +188,7 @@ def test_a_mosaic_needs_whole_pictures_and_whole_cells(tiny_world, tmp_path):
     for bad in ({"batch_size": 6}, {"image_size": 72}):
         with pytest.raises(ConfigError, match="mosaic=True"):
             dataclasses.replace(TINY, mosaic=True, **bad).validate()
-    with pytest.raises(ConfigError, match="tiles its own share four frames to a picture, so use a multiple of 8"):
+    with pytest.raises(ConfigError, match=r"multiple of 4 \(with mosaic=True .*\), so use a multiple of 8"):
         StageOneTrainer(tiny_world, tmp_path, dataclasses.replace(TINY, mosaic=True, batch_size=12),
                         torch.device("cpu"), progress_bar=False, ranks=Ranks(0, 2, 0))
 
