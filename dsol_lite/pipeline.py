@@ -32,7 +32,7 @@ from dsol_lite.models import DSOLStageTwo
 from dsol_lite.report import class_map_gallery, cluster_plot, heatmap_gallery, training_curves, write_report
 from dsol_lite.stage_one import STAGE_ONE_PRESETS, StageOneConfig, StageOneTrainer
 from dsol_lite.stage_two import (STAGE_TWO_PRESETS, StageTwoConfig, StageTwoTrainer, check_training_scenes,
-                                 cluster_to_class, load_stage_one, load_stage_two)
+                                 cluster_to_class, load_stage_one, load_stage_two, load_stage_two_config)
 from dsol_lite.training import MetricsLog
 
 MULTI_KINDS = ("cocktail", "grid2x2", "duet")
@@ -97,7 +97,9 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
     s1_cfg, s1_model, rnd = load_stage_one(run_dir / "stage_one", device)
     s2_model = load_stage_two(run_dir / "stage_two" / "best.pt", s1_cfg, rnd, device)
     mapping, report = cluster_to_class(world, rnd)
-    size, log_mel = s1_cfg.evaluation_size, LogMel(AudioConfig()).to(device)
+    log_mel = LogMel(AudioConfig()).to(device)
+    size = s1_cfg.evaluation_size  # solo scenes; the multi-source ones at stage two's size
+    multi_size = load_stage_two_config(run_dir / "stage_two" / "best.pt").evaluation_size(s1_cfg)
     manifest = read_manifest(world)
     classes = manifest.classes
 
@@ -121,7 +123,7 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
     present = {e.kind for e in manifest.select("test")}
     for kind in [kind for kind in MULTI_KINDS if kind in present]:  # prepared MUSIC: duets only
         rel = rel_threshold(manifest.name, kind)
-        scenes = MultiSourceScenes(world, "test", (kind,), image_size=size)
+        scenes = MultiSourceScenes(world, "test", (kind,), image_size=multi_size)
         raw2 = stage_two_maps(s2_model, scenes, log_mel, device, filter_silent=False)
         raw1 = stage_two_maps(untrained, scenes, log_mel, device, filter_silent=False)
         m = with_silent_filter(raw2)
@@ -132,7 +134,7 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
         # unfiltered and untrained, these maps never hear the mixture: a class detector, which CIoU (scored
         # on the sounding classes only) cannot tell from a sound localizer; NSA can
         rows["dictionary maps, no audio"], _ = _multi_row(raw1, mapping, k, rel=rel)
-        loc1 = upsample(raw1["loc_maps"], size)
+        loc1 = upsample(raw1["loc_maps"], multi_size)
         same_for_all = loc1[:, None].expand(-1, k, -1, -1)  # class-agnostic: one map for every class
         d = dsol_multi_source(same_for_all, m["class_boxes"], m["sounding"], rel)
         rows["stage-one map for every class"] = {"ciou@0.3": d["ciou@0.3"], "auc": d["auc"], "nsa": d["nsa"]}
@@ -141,7 +143,7 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
             q = torch.softmax(3 * m["class_maps"], dim=1)  # weighted by the frozen stage-one audio classifier
             silent["DSOL stage one (localization map)"].append(loc1)
             silent["DSOL stage two (class maps weighted by what is heard)"].append(
-                upsample((raw1["audio_probs"][:, :, None, None] * q).sum(1), size))
+                upsample((raw1["audio_probs"][:, :, None, None] * q).sum(1), multi_size))
             sounding_masks.append(m["class_boxes"].any(1))
             silent_masks.append(m["silent_boxes"])
     silent_rows = {name: silent_object_scores(torch.cat(v), torch.cat(sounding_masks), torch.cat(silent_masks))
@@ -157,8 +159,9 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
                                            MetricsLog(run_dir / "stage_two" / "metrics.jsonl").read()),
     }
     if keep:  # the first multi-source kind of the test split (cocktail on the synthetic world)
-        figures["class_maps"] = _class_map_figure(next(iter(keep.values())), size, classes)
+        figures["class_maps"] = _class_map_figure(next(iter(keep.values())), multi_size, classes)
     results = {"solo": solo_rows, "multi": multi, "silent_objects": silent_rows,
+               "image_sizes": {"train": s1_cfg.image_size, "solo": size, "multi_source": multi_size},
                "dictionary": {"round": rnd.round, "nmi": report["nmi"], "purity": report["purity"],
                               "hungarian_acc": report["hungarian_acc"], "mapping": mapping}}
     return results, figures

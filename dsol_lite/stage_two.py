@@ -55,6 +55,7 @@ class StageTwoConfig:
     finetune_kinds: tuple[str, ...] = ()  # then train on these scenes instead (MUSIC: 2x2 tiles, then real duets)
     finetune_from: int = 0  # ... from this epoch on
     seed: int = 0
+    eval_size: int | None = None  # multi-source validation and test (None: stage one's); see evaluation_size
     checkpoint_every: int = 100
     num_workers: int = 0
     cache: bool = True
@@ -74,7 +75,16 @@ class StageTwoConfig:
         if self.finetune_kinds and not 0 < self.finetune_from < self.epochs:
             raise ConfigError(f"finetune_from={self.finetune_from}: with finetune_kinds, fine-tuning starts "
                               f"after the first epoch and before the last (epochs={self.epochs})")
+        if self.eval_size is not None and self.eval_size < 32:
+            raise ConfigError(f"eval_size={self.eval_size}: at least 32 px (the map is 1/16 of the input)")
         return self
+
+    def evaluation_size(self, stage_one: StageOneConfig) -> int:
+        """The input size of stage two's validation and of the multi-source test scenes.
+
+        Stage one's evaluation size unless set: the stage that is scored picks the size that suits it
+        on validation (the quick preset scores solo scenes at 128 px and multi-source scenes at 160)."""
+        return self.eval_size or stage_one.evaluation_size
 
     def kinds_at(self, epoch: int) -> tuple[str, ...]:
         """The scene kinds trained on in ``epoch``."""
@@ -140,6 +150,16 @@ def load_stage_two(path: str | Path, stage_one_cfg: StageOneConfig, rnd: Diction
     return _stage_two_from_state(payload["model"], path, stage_one_cfg, rnd, device)
 
 
+def load_stage_two_config(path: str | Path) -> StageTwoConfig:
+    """The settings a stage-two checkpoint was trained with (those left out of its fingerprint, such
+    as worker counts, at their defaults)."""
+    path = Path(path)
+    settings = read_checkpoint(path, "cpu", "stage-two checkpoint is missing: train stage two first")["settings"]
+    fields = {f.name for f in dataclasses.fields(StageTwoConfig)}
+    kept = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if k in fields}
+    return StageTwoConfig(**kept)
+
+
 def _stage_two_from_state(state: dict, path: Path, stage_one_cfg: StageOneConfig, rnd: DictionaryRound,
                           device: torch.device | str) -> DSOLStageTwo:
     stage_one = build_stage_one(dataclasses.replace(stage_one_cfg, imagenet=False), rnd.dictionary.shape[0])
@@ -184,13 +204,16 @@ class StageTwoTrainer(EpochRun):
         self.progress_bar, self.ranks = progress_bar, ranks
         check_training_scenes(world, cfg, ranks)
         self.stage_one_cfg, stage_one, self.round = load_stage_one(stage_one_dir, self.device)
-        size = self.stage_one_cfg.image_size  # training crops; validation at the evaluation size
+        size, self.eval_size = self.stage_one_cfg.image_size, cfg.evaluation_size(self.stage_one_cfg)
+        if cfg.prepared is not None and self.eval_size != size:
+            raise ConfigError(f"stage two: eval_size={self.eval_size} with a prepared cache: the cache holds frames "
+                              f"of one size ({size} px); set eval_size to none or to {size}")
         self.train_sets = {kinds: MultiSourceScenes(world, "train", kinds, image_size=size, train=True, seed=cfg.seed,
                                                     cache=cfg.cache, prepared=cfg.prepared,
                                                     device_augment=cfg.device_augment)
                            for kinds in {cfg.kinds, cfg.finetune_kinds or cfg.kinds}}
-        self.val_set = MultiSourceScenes(world, "val", image_size=self.stage_one_cfg.evaluation_size, cache=cfg.cache,
-                                         prepared=cfg.prepared)
+        self.val_set = MultiSourceScenes(world, "val", image_size=self.eval_size, cache=cfg.cache,
+                                         prepared=cfg.prepared)  # training crops at ``size``
         self.train_set = self.train_sets[cfg.kinds]
         self.mapping, _ = cluster_to_class(world, self.round)
         self.classes = self.train_set.classes
@@ -204,7 +227,7 @@ class StageTwoTrainer(EpochRun):
         self.scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
         self.best = float("-inf")
         fingerprint = settings_fingerprint(cfg, _NOT_IN_FINGERPRINT, {"finetune_kinds": (), "finetune_from": 0,
-                                                                     "device_augment": False})
+                                                                     "device_augment": False, "eval_size": None})
         fingerprint["world"] = world_fingerprint(world)
         fingerprint["dictionary"] = f"round {self.round.round}:{self.round.digest}"
         self._open_run(self.run_dir, fingerprint, first_phase="train")
@@ -287,4 +310,4 @@ class StageTwoTrainer(EpochRun):
 
 
 __all__ = ["StageTwoConfig", "STAGE_TWO_PRESETS", "StageTwoTrainer", "Interrupted", "distributed_stage_two_loss",
-           "load_stage_one", "load_stage_two", "cluster_to_class", "check_training_scenes"]
+           "load_stage_one", "load_stage_two", "load_stage_two_config", "cluster_to_class", "check_training_scenes"]

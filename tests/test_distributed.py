@@ -181,7 +181,7 @@ def test_torchrun_pipeline_follows_one_process(tiny_world, tmp_path):
 
     one = ["width=8", "image_size=64", "eval_size=80", "epochs=2", "batch_size=8", "class_passes=1", "lr=1e-4",
            "scale_lr_mult=1", "checkpoint_every=2"]
-    two = ["batch_size=8", "epochs=2", "warmup_epochs=1", "checkpoint_every=2"]
+    two = ["batch_size=8", "epochs=2", "warmup_epochs=1", "checkpoint_every=2", "eval_size=none"]
     args = [a for s in one for a in ("--set", f"stage_one.{s}")] + [a for s in two for a in ("--set", f"stage_two.{s}")]
     s1 = with_overrides(STAGE_ONE_PRESETS["quick"], one)
     s2 = with_overrides(STAGE_TWO_PRESETS["quick"], two)

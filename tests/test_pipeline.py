@@ -15,7 +15,8 @@ from dsol_lite.stage_two import STAGE_TWO_PRESETS, Interrupted, StageTwoTrainer
 
 S1 = dataclasses.replace(STAGE_ONE_PRESETS["quick"], width=8, image_size=64, eval_size=80, epochs=2,
                          batch_size=8, class_passes=1, checkpoint_every=2)
-S2 = dataclasses.replace(STAGE_TWO_PRESETS["quick"], batch_size=8, epochs=2, warmup_epochs=1, checkpoint_every=2)
+S2 = dataclasses.replace(STAGE_TWO_PRESETS["quick"], batch_size=8, epochs=2, warmup_epochs=1, checkpoint_every=2,
+                         eval_size=96)  # solo scenes at stage one's 80 px, multi-source ones at 96, as in the preset
 CPU = torch.device("cpu")
 
 
@@ -34,6 +35,7 @@ def test_pipeline_resumes_an_interrupted_stage_and_writes_the_report(tiny_world,
     assert any(r.get("phase") == "resumed" for r in two) and two[-1]["epoch"] == S2.epochs - 1
     results = json.loads((run / "metrics.json").read_text())
     assert set(results["multi"]) == {"cocktail", "grid2x2", "duet"}
+    assert results["image_sizes"] == {"train": 64, "solo": 80, "multi_source": 96}
     for rows in results["multi"].values():
         assert {"DSOL stage two", "stage two, no silent filter", "dictionary maps, no audio"} <= set(rows)
         assert 0 <= rows["dictionary maps, no audio"]["nsa"] <= 1
@@ -44,6 +46,7 @@ def test_pipeline_resumes_an_interrupted_stage_and_writes_the_report(tiny_world,
         assert (run / "figures" / f"{figure}.png").stat().st_size > 1000
         assert f"figures/{figure}.png" in report
     assert "| DSOL stage two |" in report and "centre prior" in report
+    assert "solo scenes scored at 80 px, multi-source scenes at 96 px" in report
     assert results["setup"]["fresh"] == {"world": False, "stage_one": False, "stage_two": False}
     assert "## The course's targets" in report and "made or begun earlier: not timed" in report
 

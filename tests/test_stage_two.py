@@ -13,9 +13,11 @@ from dsol_lite.dictionary import DictionaryRound
 from dsol_lite.errors import ConfigError, DataError
 from dsol_lite.models import BackbonePair, DSOLStageOne, DSOLStageTwo
 from dsol_lite.objectives import quadrant_maxima, stage_two_loss
-from dsol_lite.stage_two import STAGE_TWO_PRESETS, Interrupted, StageTwoConfig, StageTwoTrainer, load_stage_one
+from dsol_lite.stage_two import (STAGE_TWO_PRESETS, Interrupted, StageTwoConfig, StageTwoTrainer, load_stage_one,
+                                 load_stage_two_config)
 
-TINY = dataclasses.replace(STAGE_TWO_PRESETS["quick"], batch_size=8, epochs=2, warmup_epochs=1, checkpoint_every=2)
+TINY = dataclasses.replace(STAGE_TWO_PRESETS["quick"], batch_size=8, epochs=2, warmup_epochs=1, checkpoint_every=2,
+                           eval_size=None)
 
 
 def tiny_model(k: int = 3) -> DSOLStageTwo:
@@ -115,3 +117,22 @@ def test_stage_two_config_errors(tiny_world, tiny_stage_one, tmp_path):
         StageTwoConfig(kinds=("solo",)).validate()
     with pytest.raises(ConfigError, match="larger than"):
         make(tiny_world, tmp_path, tiny_stage_one, dataclasses.replace(TINY, batch_size=500))
+    with pytest.raises(ConfigError, match="eval_size=16"):
+        dataclasses.replace(TINY, eval_size=16).validate()
+    with pytest.raises(ConfigError, match="prepared cache"):  # a cache holds one size: the training crops'
+        make(tiny_world, tmp_path / "cache", tiny_stage_one, dataclasses.replace(TINY, prepared="cache", eval_size=96))
+
+
+def test_stage_two_validates_at_its_own_evaluation_size(tiny_world, tiny_stage_one, tmp_path):
+    """Stage two's multi-source validation runs at its ``eval_size``, by default stage one's; the
+    checkpoint keeps the setting, so the test (``evaluate_run``) scores at the same size."""
+    s1_cfg = load_stage_one(tiny_stage_one)[0]
+    assert (s1_cfg.image_size, s1_cfg.evaluation_size) == (64, 80)
+    assert TINY.evaluation_size(s1_cfg) == 80 and "eval_size" not in make(tiny_world, tmp_path / "a",
+                                                                           tiny_stage_one).ckpt.fingerprint
+    own = dataclasses.replace(TINY, eval_size=96, epochs=1, warmup_epochs=0)
+    trainer = make(tiny_world, tmp_path / "b", tiny_stage_one, own)
+    assert trainer.val_set.image_size == 96 and trainer.train_set.image_size == 64
+    assert trainer.val_set[0]["image"].shape[-1] == 96
+    trainer.fit()
+    assert load_stage_two_config(tmp_path / "b" / "best.pt") == dataclasses.replace(own, checkpoint_every=100)
