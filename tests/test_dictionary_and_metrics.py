@@ -143,14 +143,14 @@ def test_centre_prior_region_has_the_requested_area_and_upsample_shape():
     assert upsample(torch.rand(3, 8, 8), 64).shape == (3, 64, 64)
 
 
-def test_grid_oracle_is_the_share_of_each_cell_and_bounds_small_objects():
+def test_grid_oracle_is_the_share_of_each_cell_and_fails_small_objects_on_coarse_grids():
     gt = torch.zeros(2, 64, 64, dtype=torch.bool)
     gt[0, 16:32, 16:48] = True  # exactly cells (1, 1) and (1, 2) of a 4 x 4 grid
     gt[1, 20:30, 20:30] = True  # 10 x 10 px inside cell (1, 1): 100 / 256 of it
     cells = grid_oracle(gt, 4)
     assert cells.shape == (2, 4, 4) and cells[0, 1, 1] == cells[0, 1, 2] == 1 and cells[0].sum() == 2
     assert torch.isclose(cells[1, 1, 1], torch.tensor(100 / 256)) and cells[1].sum() == cells[1, 1, 1]
-    # scored like a model's map: the finer the grid, the better even a perfect map can do, and a box
+    # scored like a model's map: the finer the grid, the better a map of coverage does, and a box
     # smaller than a cell fails at 4 x 4 (the 0.1 x max region of a bilinear bump spreads over cells)
     ious = torch.stack([dsol_single_source(upsample(grid_oracle(gt, g), 64), gt)["iou"] for g in (4, 8, 16, 32)])
     assert (ious[1:] > ious[:-1]).all()
