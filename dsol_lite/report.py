@@ -244,10 +244,9 @@ def write_report(run_dir: str | Path, results: dict, figures: dict[str, plt.Figu
             f"`{setup['device']}`. Stage one {setup['seconds']['stage_one']:.0f} s, stage two "
             f"{setup['seconds']['stage_two']:.0f} s, evaluation {setup['seconds']['evaluate']:.0f} s "
             "(this invocation; a resumed stage counts only what was left).", ""]
-    if "image_sizes" in results:
-        sizes = results["image_sizes"]
-        text += [f"Input sizes: training crops {sizes['train']} px; solo scenes scored at {sizes['solo']} px, "
-                 f"multi-source scenes at {sizes['multi_source']} px (each stage's `eval_size`).", ""]
+    sizes = results["image_sizes"]
+    text += [f"Input sizes: training crops {sizes['train']} px; solo scenes scored at {sizes['solo']} px, "
+             f"multi-source scenes at {sizes['multi_source']} px (each stage's `eval_size`).", ""]
     if setup["preset"] == "quick":
         text += ["## The course's targets (quick preset, 2 CPU cores)", "",
                  "What the course asks of a quick run. One run is one draw (notebook 02, section 8): the README "

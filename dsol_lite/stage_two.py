@@ -33,9 +33,9 @@ from dsol_lite.distributed import (Ranks, check_batch_size, gather_with_grad, me
 from dsol_lite.objectives import stage_two_loss
 from dsol_lite.objectives.dsol import stage_two_kl, stage_two_localization
 from dsol_lite.stage_one import StageOneConfig, build_stage_one
-from dsol_lite.training import (EpochRun, Interrupted, autocast, batch_order, check_finite, iterate, optimizer_step,
-                                read_checkpoint, seed_everything, settings_fingerprint, to_device,
-                                world_fingerprint)
+from dsol_lite.training import (EpochRun, Interrupted, autocast, batch_order, check_finite, config_from_settings,
+                                iterate, optimizer_step, read_checkpoint, seed_everything, settings_fingerprint,
+                                to_device, world_fingerprint)
 
 _NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache", "prepared")
 
@@ -134,8 +134,7 @@ def load_stage_one(run_dir: str | Path, device: torch.device | str = "cpu"
     if not dictionary.is_file():
         raise DataError(dictionary, missing)
     payload = read_checkpoint(best, device, missing)
-    fields = {f.name for f in dataclasses.fields(StageOneConfig)}
-    cfg = StageOneConfig(**{k: v for k, v in payload["settings"].items() if k in fields})
+    cfg = config_from_settings(StageOneConfig, payload["settings"])
     rnd = DictionaryRound.load(dictionary)
     model = build_stage_one(dataclasses.replace(cfg, imagenet=False), rnd.dictionary.shape[0]).to(device)
     model.load_state_dict(payload["model"])
@@ -155,11 +154,8 @@ def load_stage_two(path: str | Path, stage_one_cfg: StageOneConfig, rnd: Diction
 def load_stage_two_config(path: str | Path) -> StageTwoConfig:
     """The settings a stage-two checkpoint was trained with (those left out of its fingerprint, such
     as worker counts, at their defaults)."""
-    path = Path(path)
-    settings = read_checkpoint(path, "cpu", "stage-two checkpoint is missing: train stage two first")["settings"]
-    fields = {f.name for f in dataclasses.fields(StageTwoConfig)}
-    kept = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if k in fields}
-    return StageTwoConfig(**kept)
+    payload = read_checkpoint(Path(path), "cpu", "stage-two checkpoint is missing: train stage two first")
+    return config_from_settings(StageTwoConfig, payload["settings"])
 
 
 def _stage_two_from_state(state: dict, path: Path, stage_one_cfg: StageOneConfig, rnd: DictionaryRound,

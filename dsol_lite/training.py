@@ -20,9 +20,9 @@ import json
 import os
 import random
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ from dsol_lite.data.augment import augment_batch
 from dsol_lite.distributed import Ranks, broadcast_from_main, shard
 from dsol_lite.errors import ConfigError, DataError
 
+T = TypeVar("T")
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the message says where and what is kept."""
@@ -239,6 +240,14 @@ def settings_fingerprint(cfg: Any, skip: tuple[str, ...], unless_set: dict[str, 
         if d[key] == off:
             del d[key]
     return d
+
+
+def config_from_settings(cls: type[T], settings: dict[str, Any]) -> T:
+    """The inverse of ``settings_fingerprint``: the dataclass ``cls`` from a checkpoint's settings.
+    Entries that are not fields (world, dictionary) are dropped, settings left out of the
+    fingerprint take their defaults, and JSON's lists become tuples again."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if k in names})
 
 
 class Interrupted(RuntimeError):
