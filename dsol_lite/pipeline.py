@@ -32,7 +32,7 @@ from dsol_lite.models import DSOLStageTwo
 from dsol_lite.report import class_map_gallery, cluster_plot, heatmap_gallery, training_curves, write_report
 from dsol_lite.stage_one import STAGE_ONE_PRESETS, StageOneConfig, StageOneTrainer
 from dsol_lite.stage_two import (STAGE_TWO_PRESETS, StageTwoConfig, StageTwoTrainer, check_training_scenes,
-                                 cluster_to_class, load_stage_one, load_stage_two, load_stage_two_config)
+                                 cluster_to_class, load_stage_one, load_stage_two)
 from dsol_lite.training import MetricsLog
 
 MULTI_KINDS = ("cocktail", "grid2x2", "duet")
@@ -95,11 +95,11 @@ def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | 
     world, run_dir = Path(world), Path(run_dir)
     device = device or default_device()
     s1_cfg, s1_model, rnd = load_stage_one(run_dir / "stage_one", device)
-    s2_model = load_stage_two(run_dir / "stage_two" / "best.pt", s1_cfg, rnd, device)
+    s2_cfg, s2_model = load_stage_two(run_dir / "stage_two" / "best.pt", s1_cfg, rnd, device)
     mapping, report = cluster_to_class(world, rnd)
     log_mel = LogMel(AudioConfig()).to(device)
     size = s1_cfg.evaluation_size  # solo scenes; the multi-source ones at stage two's size
-    multi_size = load_stage_two_config(run_dir / "stage_two" / "best.pt").evaluation_size(s1_cfg)
+    multi_size = s2_cfg.evaluation_size(s1_cfg)
     manifest = read_manifest(world)
     classes = manifest.classes
 

@@ -143,19 +143,14 @@ def load_stage_one(run_dir: str | Path, device: torch.device | str = "cpu"
 
 
 def load_stage_two(path: str | Path, stage_one_cfg: StageOneConfig, rnd: DictionaryRound,
-                   device: torch.device | str = "cpu") -> DSOLStageTwo:
-    """A stage-two checkpoint (``best.pt`` or ``last.pt``) as an eval-mode model."""
+                   device: torch.device | str = "cpu") -> tuple[StageTwoConfig, DSOLStageTwo]:
+    """A stage-two checkpoint (``best.pt`` or ``last.pt``): the settings it was trained with (those
+    left out of its fingerprint, such as worker counts, at their defaults) and an eval-mode model."""
     path = Path(path)
     payload = read_checkpoint(path, device, "stage-two checkpoint is missing: train stage two first "
                                             "(`dsol-lite run`, or StageTwoTrainer(...).fit() as in notebook 04)")
-    return _stage_two_from_state(payload["model"], path, stage_one_cfg, rnd, device)
-
-
-def load_stage_two_config(path: str | Path) -> StageTwoConfig:
-    """The settings a stage-two checkpoint was trained with (those left out of its fingerprint, such
-    as worker counts, at their defaults)."""
-    payload = read_checkpoint(Path(path), "cpu", "stage-two checkpoint is missing: train stage two first")
-    return config_from_settings(StageTwoConfig, payload["settings"])
+    cfg = config_from_settings(StageTwoConfig, payload["settings"])
+    return cfg, _stage_two_from_state(payload["model"], path, stage_one_cfg, rnd, device)
 
 
 def _stage_two_from_state(state: dict, path: Path, stage_one_cfg: StageOneConfig, rnd: DictionaryRound,
@@ -308,4 +303,4 @@ class StageTwoTrainer(EpochRun):
 
 
 __all__ = ["StageTwoConfig", "STAGE_TWO_PRESETS", "StageTwoTrainer", "Interrupted", "distributed_stage_two_loss",
-           "load_stage_one", "load_stage_two", "load_stage_two_config", "cluster_to_class", "check_training_scenes"]
+           "load_stage_one", "load_stage_two", "cluster_to_class", "check_training_scenes"]

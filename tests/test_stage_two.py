@@ -14,7 +14,7 @@ from dsol_lite.errors import ConfigError, DataError
 from dsol_lite.models import BackbonePair, DSOLStageOne, DSOLStageTwo
 from dsol_lite.objectives import quadrant_maxima, stage_two_loss
 from dsol_lite.stage_two import (STAGE_TWO_PRESETS, Interrupted, StageTwoConfig, StageTwoTrainer, load_stage_one,
-                                 load_stage_two_config)
+                                 load_stage_two)
 
 TINY = dataclasses.replace(STAGE_TWO_PRESETS["quick"], batch_size=8, epochs=2, warmup_epochs=1, checkpoint_every=2,
                            eval_size=None)
@@ -135,4 +135,5 @@ def test_stage_two_validates_at_its_own_evaluation_size(tiny_world, tiny_stage_o
     assert trainer.val_set.image_size == 96 and trainer.train_set.image_size == 64
     assert trainer.val_set[0]["image"].shape[-1] == 96
     trainer.fit()
-    assert load_stage_two_config(tmp_path / "b" / "best.pt") == dataclasses.replace(own, checkpoint_every=100)
+    cfg, model = load_stage_two(tmp_path / "b" / "best.pt", s1_cfg, load_stage_one(tiny_stage_one)[2])
+    assert cfg == dataclasses.replace(own, checkpoint_every=100) and not model.training
