@@ -30,6 +30,7 @@ from dsol_lite.data.audio import AudioConfig, LogMel
 from dsol_lite.data.datasets import MultiSourceScenes, SoloPairs
 from dsol_lite.data.schema import MANIFEST_FILE
 from dsol_lite.errors import ConfigError
+from dsol_lite.folders import exclusive, write_text
 from dsol_lite.evaluate import evaluate_single_source, localization_maps, mean_box_area
 from dsol_lite.methods import PEER_PRESETS, PeerConfig, PeerTrainer, get_method
 from dsol_lite.metrics import avgn_multi_source, dsol_multi_source, silent_object_scores, upsample
@@ -157,11 +158,7 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, str]]:
 
 def write_rows(rows: list[dict], path: str | Path) -> Path:
     """The per-run rows as JSON (atomic: written to a temporary file, then renamed)."""
-    path = Path(path)
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(rows, indent=2, default=float))
-    tmp.replace(path)
-    return path
+    return write_text(path, json.dumps(rows, indent=2, default=float))
 
 
 def peak_places(maps: torch.Tensor, dataset: SoloPairs) -> dict[str, float]:
@@ -206,35 +203,36 @@ def run_method(method: str, preset: str | None = None, world: str | Path | None 
 
     get_method(method)
     device = device or default_device()
-    preset = preset or ("quick" if device.type == "cpu" else "full")
+    preset = preset or "quick"
     if preset not in ("quick", "full"):
         raise ConfigError(f"unknown preset {preset!r}; choose quick or full")
+    cfg = dataclasses.replace(cfg or PEER_PRESETS[preset], method=method).validate()  # before anything runs
     world = Path(world) if world is not None else Path("worlds") / PIPELINE_PRESETS[preset].world
     run_dir = Path(runs) / (name or f"{preset}-{method}")
     ensure_world(world, PIPELINE_PRESETS[preset].world, progress)
-    cfg = dataclasses.replace(cfg or PEER_PRESETS[preset], method=method)
-    trainer = PeerTrainer(world, run_dir / "train", cfg, device, progress)
-    trainer.fit()
-    model = trainer.load_best()
-    solo = SoloPairs(world, "test", image_size=cfg.image_size)
-    maps, gt = localization_maps(model, solo, LogMel(AudioConfig()).to(device), device)
-    row = {"method": method, "best_val_iou@0.5": trainer.best} | evaluate_method(method, model, world, cfg.image_size,
-                                                                                  device, solo_maps=(maps, gt))
-    write_rows([row], run_dir / "metrics.json")
-    pick = list(range(min(12, len(solo))))
-    images = torch.stack([solo[i]["image"] for i in pick])
-    fig = heatmap_gallery(images, upsample(maps[pick], cfg.image_size),
-                          upsample(gt[pick].float(), cfg.image_size) > 0.5)
-    (run_dir / "figures").mkdir(exist_ok=True)
-    fig.savefig(run_dir / "figures" / "heatmaps.png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    numbers = {k: v for k, v in row.items() if isinstance(v, float)}
-    lines = [f"# {get_method(method).title} on {world}", "", get_method(method).idea + ".", "",
-             markdown_table({get_method(method).title: numbers}, list(numbers)), ""]
-    if isinstance(row.get("multi_source"), str):
-        lines += [f"Multi-source protocols: not applicable ({row['multi_source']}).", ""]
-    lines += ["![solo test scenes](figures/heatmaps.png)", ""]
-    (run_dir / "report.md").write_text("\n".join(lines))
+    with exclusive(run_dir, f"the {method} run"):  # one process at a time writes a run folder
+        trainer = PeerTrainer(world, run_dir / "train", cfg, device, progress)
+        trainer.fit()
+        model = trainer.load_best()
+        solo = SoloPairs(world, "test", image_size=cfg.image_size)
+        maps, gt = localization_maps(model, solo, LogMel(AudioConfig()).to(device), device)
+        row = {"method": method, "best_val_iou@0.5": trainer.best} | evaluate_method(
+            method, model, world, cfg.image_size, device, solo_maps=(maps, gt))
+        write_rows([row], run_dir / "metrics.json")
+        pick = list(range(min(12, len(solo))))
+        images = torch.stack([solo[i]["image"] for i in pick])
+        fig = heatmap_gallery(images, upsample(maps[pick], cfg.image_size),
+                              upsample(gt[pick].float(), cfg.image_size) > 0.5)
+        (run_dir / "figures").mkdir(exist_ok=True)
+        fig.savefig(run_dir / "figures" / "heatmaps.png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        numbers = {k: v for k, v in row.items() if isinstance(v, float)}
+        lines = [f"# {get_method(method).title} on {world}", "", get_method(method).idea + ".", "",
+                 markdown_table({get_method(method).title: numbers}, list(numbers)), ""]
+        if isinstance(row.get("multi_source"), str):
+            lines += [f"Multi-source protocols: not applicable ({row['multi_source']}).", ""]
+        lines += ["![solo test scenes](figures/heatmaps.png)", ""]
+        write_text(run_dir / "report.md", "\n".join(lines))
     return run_dir
 
 

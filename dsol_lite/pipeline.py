@@ -2,7 +2,7 @@
 
 Notebook: 05_evaluation (``evaluate_run``); the README's first command (``dsol-lite run``).
 
-    dsol-lite run                       # quick preset on CPU, full on GPU; writes runs/<preset>/
+    dsol-lite run                       # quick preset (on any device); writes runs/quick/
 
 Every stage resumes: the world is generated only if missing, each trainer continues from its
 last checkpoint, and a finished stage returns at once. The run folder holds ``stage_one/``,
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from dsol_lite.data.datasets import MultiSourceScenes, SoloPairs
 from dsol_lite.data.schema import MANIFEST_FILE, read_manifest
 from dsol_lite.distributed import Ranks, wait_for_main
 from dsol_lite.errors import ConfigError, DataError
+from dsol_lite.folders import exclusive, is_empty_folder, write_text
 from dsol_lite.evaluate import (class_maps_at_image, evaluate_single_source, extract_object_features,
                                 localization_maps, mean_box_area, scalar_table, stage_two_maps, with_silent_filter)
 from dsol_lite.metrics import avgn_multi_source, dsol_multi_source, silent_object_scores, upsample
@@ -75,6 +77,9 @@ def ensure_world(world: Path, preset_name: str | None, progress: bool = True) ->
     if preset_name is None:
         raise DataError(world / MANIFEST_FILE, "no prepared dataset here: make it with `dsol-lite prepare-music` "
                                                "(solo, then duet with --grid2x2; README, notebook 07)")
+    if world.exists() and not is_empty_folder(world):
+        raise DataError(world, f"not a dataset (no {MANIFEST_FILE}) and not empty, so no world is generated here; "
+                               f"give a dataset folder, or a new or empty folder for the {preset_name} world")
     return generate_world(preset(preset_name), world, progress=progress)
 
 
@@ -188,25 +193,29 @@ def run_pipeline(preset: str | None = None, world: str | Path | None = None, run
     missing, evaluates and writes the report.
     """
     device = device or default_device()
-    preset = preset or ("quick" if device.type == "cpu" else "full")
+    preset = preset or "quick"
     if preset not in PIPELINE_PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PIPELINE_PRESETS)}")
     p = PIPELINE_PRESETS[preset]
-    s1, s2 = stage_one or p.stage_one, stage_two or p.stage_two
+    s1, s2 = (stage_one or p.stage_one).validate(), (stage_two or p.stage_two).validate()  # before anything runs
     if world is None and p.world is None:
         raise ConfigError(f"preset {preset!r} trains on real data: give the folder written by dsol-lite prepare-music")
     world = Path(world) if world is not None else Path("worlds") / str(p.world)
     run_dir = Path(runs) / (name or preset)
-    seconds = {}
     # which parts this invocation makes from their start: only their times compare with the course's targets
     fresh = {"world": not has_dataset(world)}
-
     start = time.perf_counter()
     if ranks.is_main:
         ensure_world(world, p.world, progress)
     wait_for_main(ranks)  # the others wait for rank 0's world
-    seconds["world"] = time.perf_counter() - start
+    seconds = {"world": time.perf_counter() - start}
     check_training_scenes(world, s2, ranks)  # stage two's impossible settings, said before stage one trains
+    with exclusive(run_dir, "this run") if ranks.is_main else nullcontext():  # one process writes a run folder
+        return _run_stages(preset, world, run_dir, device, progress, s1, s2, ranks, seconds, fresh)
+
+
+def _run_stages(preset: str, world: Path, run_dir: Path, device: torch.device, progress: bool,
+                s1: StageOneConfig, s2: StageTwoConfig, ranks: Ranks, seconds: dict, fresh: dict) -> Path:
     start = time.perf_counter()
     one = StageOneTrainer(world, run_dir / "stage_one", s1, device, progress, ranks)
     fresh["stage_one"] = not one.resumed
@@ -226,10 +235,7 @@ def run_pipeline(preset: str | None = None, world: str | Path | None = None, run
     results["setup"] = {"world": str(world), "classes": len(manifest.classes), "preset": preset, "device": device.type,
                         "seconds": seconds, "fresh": fresh, "round": results["dictionary"]["round"],
                         "nmi": results["dictionary"]["nmi"], "purity": results["dictionary"]["purity"]}
-    path = run_dir / "metrics.json"
-    tmp = path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True, default=float))
-    tmp.replace(path)
+    write_text(run_dir / "metrics.json", json.dumps(results, indent=2, sort_keys=True, default=float))
     write_report(run_dir, results, figures)
     return run_dir
 

@@ -18,6 +18,7 @@ from matplotlib.patches import Rectangle
 from sklearn.decomposition import PCA
 
 from dsol_lite.data.images import denormalize
+from dsol_lite.folders import write_text
 from dsol_lite.metrics import relative_region, upsample
 from dsol_lite.viz import SILENT, SOUNDING
 
@@ -283,11 +284,7 @@ def write_report(run_dir: str | Path, results: dict, figures: dict[str, plt.Figu
         text += ["![class-aware maps](figures/class_maps.png)", ""]
     text += ["## Object dictionary", "",
              "![clusters](figures/clusters.png)", "", "## Training", "", "![curves](figures/training_curves.png)", ""]
-    path = run_dir / "report.md"
-    tmp = path.with_suffix(".md.part")
-    tmp.write_text("\n".join(text))
-    tmp.replace(path)
-    return path
+    return write_text(run_dir / "report.md", "\n".join(text))
 
 
 __all__ = ["overlay", "heatmap_gallery", "class_map_gallery", "cluster_plot", "training_curves", "markdown_table",

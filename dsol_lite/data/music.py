@@ -44,6 +44,7 @@ from dsol_lite.data.schema import (CLIP_FILE, ClipAnnotation, ClipEntry, Dataset
                                    write_json)
 from dsol_lite.data.video import VideoInfo, audio_track, frames_at, probe
 from dsol_lite.errors import ConfigError, DataError
+from dsol_lite.folders import exclusive, is_empty_folder, read_json_or_none
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov")
 REPORT_FILE = "prepare_report.json"
@@ -83,8 +84,19 @@ class PrepareReport:
                 f"skipped, {len(self.skipped_frames)} annotated frames skipped; clips: {counts}")
 
 
+def is_prepared_music(folder: Path) -> bool:
+    """Whether ``folder`` holds (part of) a dataset that ``prepare_music`` wrote."""
+    source = (read_json_or_none(folder / "dataset.json") or {}).get("source")
+    return (folder / "done").is_dir() or (isinstance(source, dict) and source.get("dataset") == "MUSIC"
+                                           and "prepare-music" in str(source.get("made_by", "")))
+
+
 def ensure_writable(folder: Path) -> None:
-    """Create ``folder`` and prove we can write there, or say clearly why not."""
+    """Create ``folder`` and prove we can write there, or say clearly why not. A folder that holds
+    files other than a MUSIC preparation of this package's is refused: nothing there is overwritten."""
+    if folder.exists() and not (is_empty_folder(folder) or is_prepared_music(folder)):
+        raise ConfigError(f"out={folder}: holds files that prepare-music did not write (e.g. another dataset); "
+                          f"choose a new folder, or the folder of an earlier prepare-music run to continue it")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe_file = tempfile.mkstemp(dir=folder, prefix=".write-test-")
@@ -274,6 +286,12 @@ def prepare_music(out: str | Path, index: MusicIndex, videos_dir: str | Path, bo
     again with a second index (duets) into the same ``out``: the manifest covers both."""
     cfg, out, videos_dir = cfg.validate(), Path(out), Path(videos_dir)
     ensure_writable(out)
+    with exclusive(out, "a MUSIC preparation"):
+        return _prepare(out, index, videos_dir, boxes, cfg, download, jobs, progress)
+
+
+def _prepare(out: Path, index: MusicIndex, videos_dir: Path, boxes: BoxFile | None, cfg: PrepareConfig,
+             download: bool, jobs: int, progress: bool) -> PrepareReport:
     (out / "done").mkdir(exist_ok=True)
     report = PrepareReport()
     if download:

@@ -12,16 +12,19 @@ reading a row of a memory-mapped array is nearly free. Layout::
       audio_000.npy       (n_samples,) int16, the shard's clips' sound back to back
 
 No pickle anywhere (``np.load(..., allow_pickle=False)``). A cache records the image size,
-sample rate and the fingerprint of the dataset it was built from; opening it for another
-setting is a clear error, never silently stale data. It is written into ``CACHE.part`` and
-renamed when complete.
+sample rate, the fingerprint of the dataset's manifest and the size and modification time of
+every file it was built from (each clip's annotation, frames and audio); opening it for another
+setting, or after any of those files changed, is a clear error naming them, never silently stale
+data. Checking the files costs one ``stat`` per file (``benchmarks/cache_loader.py`` times it).
+It is written beside its folder and swapped in when complete (``dsol_lite.folders``), and it
+replaces only an empty folder or a cache this package built, never the dataset itself.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +34,11 @@ from tqdm.auto import tqdm
 
 from dsol_lite.data.audio import load_audio
 from dsol_lite.data.images import load_image
-from dsol_lite.data.schema import MANIFEST_FILE, DatasetManifest, read_clip, read_manifest, write_json
+from dsol_lite.data.schema import CLIP_FILE, MANIFEST_FILE, DatasetManifest, read_clip, read_manifest, write_json
 from dsol_lite.errors import ConfigError, DataError
+from dsol_lite.folders import check_replaceable, exclusive, new_folder, read_json_or_none, recover, swap_in
 
-CACHE_SCHEMA = "dsol_lite.cache/1"
+CACHE_SCHEMA = "dsol_lite.cache/2"
 CACHE_FILE = "cache.json"
 
 
@@ -43,17 +47,41 @@ def dataset_fingerprint(root: str | Path) -> str:
     return hashlib.sha256((Path(root) / MANIFEST_FILE).read_bytes()).hexdigest()[:16]
 
 
+def is_cache(folder: Path) -> bool:
+    """Whether ``folder`` holds a prepared cache this package built (of any schema version)."""
+    meta = read_json_or_none(Path(folder) / CACHE_FILE) or {}
+    return str(meta.get("schema", "")).startswith("dsol_lite.cache/")
+
+
+def file_stamp(path: Path) -> list[int]:
+    """``[size, modification time in ns]`` of a file: what tells the cache that it changed."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
+
+
 def build_cache(root: str | Path, out: str | Path, image_size: int, shard_clips: int = 1000,
                 progress: bool = True) -> Path:
-    """Build the cache of every clip of the dataset at ``root`` (returns ``out``)."""
+    """Build the cache of every clip of the dataset at ``root`` (returns ``out``). ``out`` must be a
+    new or empty folder, or a cache built earlier (replaced only once the new one is complete)."""
     manifest = read_manifest(root)
     out = Path(out)
     if image_size < 16:
         raise ConfigError(f"image_size={image_size}: too small for a cache")
-    part = out.with_name(out.name + ".part")
-    shutil.rmtree(part, ignore_errors=True)
-    part.mkdir(parents=True)
-    clips, shards = {}, []
+    check_replaceable(out, "prepared cache", is_cache, inputs=(manifest.root,))
+    with exclusive(out, "a prepared cache"):
+        recover(out)
+        part = new_folder(out)
+        try:
+            _write_cache(manifest, part, image_size, shard_clips, progress)
+            swap_in(part, out)
+        except BaseException:
+            recover(out)
+            raise
+    return out
+
+
+def _write_cache(manifest: DatasetManifest, part: Path, image_size: int, shard_clips: int, progress: bool) -> None:
+    clips, shards, stamps = {}, [], {}
     entries = manifest.clips
     for s, first in enumerate(range(0, len(entries), shard_clips)):
         chunk = entries[first:first + shard_clips]
@@ -61,6 +89,8 @@ def build_cache(root: str | Path, out: str | Path, image_size: int, shard_clips:
         for e in tqdm(chunk, desc=f"cache shard {s}", disable=not progress):
             clip = read_clip(manifest, e.clip_id)
             folder = manifest.clip_dir(e.clip_id)
+            stamps[e.clip_id] = [[name, *file_stamp(folder / name)]
+                                 for name in (CLIP_FILE, clip.audio, *(f.file for f in clip.frames))]
             for f in clip.frames:
                 image = load_image(folder / f.file, (f.width, f.height))
                 frames.append(np.asarray(Image.fromarray(image).resize((image_size, image_size), Image.BILINEAR)))
@@ -72,11 +102,25 @@ def build_cache(root: str | Path, out: str | Path, image_size: int, shard_clips:
         np.save(part / f"audio_{s:03d}.npy", np.concatenate(audio))
         shards.append([f"frames_{s:03d}.npy", f"audio_{s:03d}.npy"])
     write_json(part / CACHE_FILE, {"schema": CACHE_SCHEMA, "image_size": image_size,
-                                   "sample_rate": manifest.sample_rate, "dataset": dataset_fingerprint(root),
-                                   "dataset_root": str(Path(root).resolve()), "shards": shards, "clips": clips})
-    shutil.rmtree(out, ignore_errors=True)
-    part.rename(out)
-    return out
+                                   "sample_rate": manifest.sample_rate, "dataset": dataset_fingerprint(manifest.root),
+                                   "dataset_root": str(Path(manifest.root).resolve()), "shards": shards,
+                                   "clips": clips, "sources": stamps})
+
+
+def changed_sources(manifest: DatasetManifest, stamps: dict[str, list[list]]) -> list[str]:
+    """The files, among those a cache was built from (``stamps``: per clip ``[name, size, mtime_ns]``
+    of its annotation, audio and frames), whose size or modification time differ now, or that are gone."""
+    changed = []
+    for clip_id, files in stamps.items():
+        folder = manifest.clip_dir(clip_id)
+        for name, *stamp in files:
+            try:
+                now = file_stamp(folder / name)
+            except OSError:
+                now = None
+            if now != stamp:
+                changed.append(str(folder / name))
+    return changed
 
 
 @dataclass
@@ -131,20 +175,20 @@ class PreparedCache:
 
 def open_cache(path: str | Path, manifest: DatasetManifest, image_size: int) -> PreparedCache:
     """Open the cache at ``path`` for ``manifest``'s dataset at ``image_size``; refuse one built
-    with other settings or from another version of the data."""
+    with other settings, from another version of the data, or from files that changed since."""
     path = Path(path)
     meta_path = path / CACHE_FILE
     if not meta_path.is_file():
-        hint = " (an interrupted build left .part; run dsol-lite cache again)" if path.with_name(
-            path.name + ".part").exists() else ""
-        raise DataError(path, f"no {CACHE_FILE}: not a prepared cache{hint}. Build it with: dsol-lite cache "
+        raise DataError(path, f"no {CACHE_FILE}: not a prepared cache. Build it with: dsol-lite cache "
                               f"{manifest.root} {path} --image-size {image_size}")
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as err:
         raise DataError(meta_path, f"not valid JSON ({err})") from None
     if meta.get("schema") != CACHE_SCHEMA:
-        raise DataError(meta_path, f"schema {meta.get('schema')!r} is not {CACHE_SCHEMA!r}")
+        raise DataError(meta_path, f"schema {meta.get('schema')!r} is not {CACHE_SCHEMA!r} (built by another version "
+                                   f"of dsol_lite). Rebuild it: dsol-lite cache {manifest.root} {path} "
+                                   f"--image-size {image_size}")
     problems = []
     if meta["image_size"] != image_size:
         problems.append(f"it holds {meta['image_size']} px frames, training uses {image_size} px")
@@ -155,6 +199,11 @@ def open_cache(path: str | Path, manifest: DatasetManifest, image_size: int) -> 
     if problems:
         raise DataError(path, "cache built with other settings than this training: " + "; ".join(problems) +
                         f". Rebuild it: dsol-lite cache {manifest.root} {path} --image-size {image_size}")
+    changed = changed_sources(manifest, meta["sources"])
+    if changed:
+        raise DataError(path, f"stale cache: {len(changed)} of the files it was built from changed since (e.g. "
+                              f"{', '.join(changed[:3])}). Rebuild it: dsol-lite cache {manifest.root} {path} "
+                              f"--image-size {image_size}")
     for f, a in meta["shards"]:
         for name in (f, a):
             if not (path / name).is_file():

@@ -23,12 +23,12 @@ and says which ones sound.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from dsol_lite.errors import AnnotationError, DataError
+from dsol_lite.folders import write_text
 
 DATASET_SCHEMA = "dsol_lite.dataset/1"
 CLIP_SCHEMA = "dsol_lite.clip/1"
@@ -116,9 +116,7 @@ class DatasetManifest:
 
 def write_json(path: Path, payload: dict) -> None:
     """Write JSON deterministically (sorted keys) via a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
 
 
 def _load_json(path: Path) -> Any:

@@ -3,15 +3,15 @@
 Notebook: 00_setup_and_data.
 
 Scenes are generated in parallel worker processes into a temporary folder next to the target;
-only when every scene and the manifest are written is the folder renamed into place. An
-interrupted run leaves nothing behind that could be mistaken for a finished world, and the
-files are identical whatever the number of workers.
+only when every scene and the manifest are written is the folder swapped into place
+(``dsol_lite.folders``). An interrupted run leaves nothing behind that could be mistaken for a
+finished world, one process at a time writes a world, ``overwrite`` replaces only a world this
+package generated, and the files are identical whatever the number of workers.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -26,6 +26,8 @@ from dsol_lite.data.schema import (CLIP_FILE, MANIFEST_FILE, NOISE_LABEL, ClipAn
                                    DatasetManifest, FrameAnnotation, ObjectAnnotation, SourceAnnotation,
                                    clip_to_json, read_manifest, write_json)
 from dsol_lite.errors import ConfigError
+from dsol_lite.folders import (check_replaceable, exclusive, is_empty_folder, new_folder, read_json_or_none, recover,
+                               swap_in)
 from dsol_lite.synth.classes import CLASS_NAMES
 from dsol_lite.synth.config import KINDS, SPLITS, WorldConfig
 from dsol_lite.synth.scenes import Scene, make_scene
@@ -77,9 +79,18 @@ def is_complete(out: Path, cfg: WorldConfig) -> bool:
     """True when ``out`` holds a finished world made from exactly this configuration."""
     try:
         manifest = read_manifest(out)
+        clips = sum(1 for _ in os.scandir(Path(out) / "clips"))
     except (OSError, ValueError):
         return False
-    return manifest.source.get("fingerprint") == cfg.fingerprint()
+    return manifest.source.get("fingerprint") == cfg.fingerprint() and clips == len(manifest.clips)
+
+
+def is_generated_world(folder: Path) -> bool:
+    """Whether ``folder`` holds a world this package generated (its manifest says so)."""
+    manifest = read_json_or_none(Path(folder) / MANIFEST_FILE) or {}
+    source = manifest.get("source")
+    return isinstance(source, dict) and source.get("type") == "synthetic" and str(
+        source.get("generator", "")).startswith("dsol_lite")
 
 
 def _write_in_workers(cfg: WorldConfig, tmp: Path, chunks: list[list], workers: int, bar) -> list:
@@ -104,48 +115,55 @@ def generate_world(cfg: WorldConfig, out: str | Path, workers: int | None = None
     """Generate the world described by ``cfg`` into ``out``; returns ``out``.
 
     Skips the work when ``out`` already holds this exact world. Refuses to replace a different
-    folder unless ``overwrite``. With more than one worker the scenes are written by *spawned*
-    processes, which re-import the calling script: in a script, call this under
-    ``if __name__ == "__main__":`` (notebooks and ``dsol-lite`` need nothing), or pass ``workers=1``.
+    folder unless ``overwrite``, and even then replaces only a world this package generated (never
+    ``.`` or a parent of it); the old world stays whole until the new one is. An empty folder is
+    written into. With more than one worker the scenes are written by *spawned* processes, which
+    re-import the calling script: in a script, call this under ``if __name__ == "__main__":``
+    (notebooks and ``dsol-lite`` need nothing), or pass ``workers=1``.
     """
     cfg.validate()
     out = Path(out)
-    if out.exists():
-        if is_complete(out, cfg) and not overwrite:
+    if out.exists() and not overwrite and not is_empty_folder(out):
+        if is_complete(out, cfg):
             return out
-        if not overwrite:
-            raise ConfigError(f"out={out}: exists and is not the world this configuration makes; "
-                              f"choose another folder or pass overwrite=True (--overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        raise ConfigError(f"out={out}: exists and is not the world this configuration makes; "
+                          f"choose another folder or pass overwrite=True (--overwrite)")
+    if overwrite:
+        check_replaceable(out, "synthetic world", is_generated_world)
+    with exclusive(out, f"world {cfg.name!r}"):
+        recover(out)
+        if is_complete(out, cfg) and not overwrite:  # another process finished it meanwhile
+            return out
+        tmp = new_folder(out)
+        try:
+            _write_world(cfg, tmp, workers, progress, chunk)
+            swap_in(tmp, out)
+        except BaseException:
+            recover(out)
+            raise
+    return out
+
+
+def _write_world(cfg: WorldConfig, tmp: Path, workers: int | None, progress: bool, chunk: int) -> None:
+    """Every scene and the manifest of ``cfg`` into the empty folder ``tmp``."""
     jobs = world_jobs(cfg)
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) // chunk + 1))
-    try:
-        (tmp / "clips").mkdir(parents=True)
-        chunks = [jobs[i:i + chunk] for i in range(0, len(jobs), chunk)]
-        bar = tqdm(total=len(jobs), desc=f"world {cfg.name}", unit="scene", disable=not progress)
-        entries = []
-        if workers == 1:
-            for c in chunks:
-                entries += _write_chunk(cfg.to_dict(), str(tmp), c)
-                bar.update(len(c))
-        else:
-            entries = _write_in_workers(cfg, tmp, chunks, workers, bar)
-        bar.close()
-        manifest = DatasetManifest(tmp, f"synthetic-{cfg.name}", CLASS_NAMES[: cfg.num_classes], cfg.sample_rate,
-                                   tuple(ClipEntry(*e) for e in entries),
-                                   {"type": "synthetic", "generator": f"dsol_lite {__version__}",
-                                    "config": cfg.to_dict(), "fingerprint": cfg.fingerprint()})
-        write_json(tmp / MANIFEST_FILE, manifest.to_json())
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    (tmp / "clips").mkdir(parents=True)
+    chunks = [jobs[i:i + chunk] for i in range(0, len(jobs), chunk)]
+    bar = tqdm(total=len(jobs), desc=f"world {cfg.name}", unit="scene", disable=not progress)
+    entries = []
+    if workers == 1:
+        for c in chunks:
+            entries += _write_chunk(cfg.to_dict(), str(tmp), c)
+            bar.update(len(c))
+    else:
+        entries = _write_in_workers(cfg, tmp, chunks, workers, bar)
+    bar.close()
+    manifest = DatasetManifest(tmp, f"synthetic-{cfg.name}", CLASS_NAMES[: cfg.num_classes], cfg.sample_rate,
+                               tuple(ClipEntry(*e) for e in entries),
+                               {"type": "synthetic", "generator": f"dsol_lite {__version__}",
+                                "config": cfg.to_dict(), "fingerprint": cfg.fingerprint()})
+    write_json(tmp / MANIFEST_FILE, manifest.to_json())
 
 
 def manifest_summary(root: str | Path) -> dict[str, dict[str, int]]:
@@ -157,4 +175,4 @@ def manifest_summary(root: str | Path) -> dict[str, dict[str, int]]:
     return table
 
 
-__all__ = ["generate_world", "write_scene", "scene_annotation", "is_complete", "clip_id", "manifest_summary"]
+__all__ = ["generate_world", "write_scene", "scene_annotation", "is_complete", "is_generated_world", "clip_id", "manifest_summary"]
