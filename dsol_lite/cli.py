@@ -15,6 +15,7 @@ Notebook: 00_setup_and_data (``dsol-lite synth``, ``dsol-lite info``).
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 import time
@@ -62,41 +63,92 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
+def _world_argument(world: str | None, preset: str) -> str | None:
+    """``--world``, checked before anything runs: a folder that is not there is generated only at the
+    preset's own place (``worlds/<preset>``, the default); elsewhere it is most likely a typo."""
+    from dsol_lite.pipeline import PIPELINE_PRESETS, has_dataset
+
+    if world is None or has_dataset(Path(world)) or Path(world).is_dir():
+        return world
+    default = PIPELINE_PRESETS[preset].world
+    if default is not None and Path(world).resolve() == (Path("worlds") / default).resolve():
+        return world
+    near = difflib.get_close_matches(Path(world).name, [p.name for p in Path(world).parent.glob("*") if p.is_dir()])
+    hint = f" (did you mean {Path(world).parent / near[0]}?)" if near else ""
+    make = (f"make a world there first: dsol-lite synth --preset {default} --out {world}" if default else
+            "prepare MUSIC there first: dsol-lite prepare-music (README, notebook 07)")
+    raise ConfigError(f"--world {world}: no such folder{hint}. Give a dataset folder"
+                      f"{f', leave --world out to use worlds/{default}' if default else ''}, or {make}")
+
+
+def _stage_settings(preset: str, pairs: list[str], prepared: str | None) -> dict:
+    """The preset's stage-one and stage-two settings with ``--set`` and ``--prepared``, validated."""
     import dataclasses
 
-    import torch
+    from dsol_lite.config import with_overrides
+    from dsol_lite.pipeline import PIPELINE_PRESETS
 
-    from dsol_lite.config import default_device, with_overrides
+    stages = {"stage_one": PIPELINE_PRESETS[preset].stage_one, "stage_two": PIPELINE_PRESETS[preset].stage_two}
+    for pair in pairs:  # --set stage_one.epochs=5 --set stage_two.batch_size=16
+        stage, dot, setting = pair.partition(".")
+        if not dot or stage not in stages:
+            raise ConfigError(f"--set {pair}: expected stage_one.KEY=VALUE or stage_two.KEY=VALUE")
+        stages[stage] = with_overrides(stages[stage], [setting], prefix=f"{stage}.")
+    if prepared:  # the prepared cache of --world (not part of the checkpoints' settings)
+        stages = {k: dataclasses.replace(cfg, prepared=prepared) for k, cfg in stages.items()}
+    for stage, cfg in stages.items():
+        try:
+            cfg.validate()
+        except ConfigError as err:
+            raise ConfigError(f"{stage}.{err}") from None
+    return stages
+
+
+def _peer_settings(method: str, preset: str, pairs: list[str], prepared: str | None):
+    """A peer method's one training stage: the preset's ``PeerConfig`` with ``--set KEY=VALUE``."""
+    import dataclasses
+
+    from dsol_lite.config import with_overrides
+    from dsol_lite.methods import PEER_PRESETS
+
+    if preset not in ("quick", "full"):
+        raise ConfigError(f"--preset {preset}: peer methods have the quick and full presets")
+    for pair in pairs:
+        if pair.startswith(("stage_one.", "stage_two.")):
+            raise ConfigError(f"--set {pair}: --method {method} trains one stage, whose settings have no stage "
+                              f"name: write --set {pair.partition('.')[2]}")
+    cfg = with_overrides(dataclasses.replace(PEER_PRESETS[preset], method=method), pairs)
+    if prepared:
+        cfg = dataclasses.replace(cfg, prepared=prepared)
+    return cfg.validate()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dsol_lite.config import parse_device
     from dsol_lite.distributed import distributed_run, launched_ranks
-    from dsol_lite.pipeline import PIPELINE_PRESETS, run_pipeline
+    from dsol_lite.pipeline import run_pipeline
 
     if launched_ranks().enabled and args.method != "dsol":
         raise ConfigError(f"--method {args.method} trains in one process; only DSOL (the default) runs under torchrun")
-
-    device = torch.device(args.device) if args.device else default_device()
+    device = parse_device(args.device)
+    name = args.preset or "quick"  # argparse allows only known presets; a GPU makes quick mode faster, not bigger
     start = time.perf_counter()
     if args.method != "dsol":
         from dsol_lite.comparison import run_method
 
-        run_dir = run_method(args.method, args.preset, args.world, args.runs, args.name, device,
-                             progress=not args.no_progress)
+        cfg = _peer_settings(args.method, name, args.set, args.prepared)
+        world = _world_argument(args.world, name)
+        run_dir = run_method(args.method, name, world, args.runs, args.name, device, progress=not args.no_progress,
+                             cfg=cfg)
         row = json.loads((run_dir / "metrics.json").read_text())[0]
         print(f"done in {time.perf_counter() - start:.0f} s on {device.type}: {args.method} solo IoU@0.5 "
               f"{row['dsol_iou@0.5']:.3f} (centre prior {row['centre_prior_iou@0.5']:.3f})")
         print(f"report: {run_dir / 'report.md'}")
         return 0
-    name = args.preset or ("quick" if device.type == "cpu" else "full")  # argparse allows only known presets
-    stages = {"stage_one": PIPELINE_PRESETS[name].stage_one, "stage_two": PIPELINE_PRESETS[name].stage_two}
-    for pair in args.set:  # --set stage_one.epochs=5 --set stage_two.batch_size=16
-        stage, dot, setting = pair.partition(".")
-        if not dot or stage not in stages:
-            raise ConfigError(f"--set {pair!r}: expected stage_one.KEY=VALUE or stage_two.KEY=VALUE")
-        stages[stage] = with_overrides(stages[stage], [setting])
-    if args.prepared:  # the prepared cache of --world (not part of the checkpoints' settings)
-        stages = {k: dataclasses.replace(cfg, prepared=args.prepared) for k, cfg in stages.items()}
+    stages = _stage_settings(name, args.set, args.prepared)
+    world = _world_argument(args.world, name)
     with distributed_run(device) as (ranks, device):
-        run_dir = run_pipeline(name, args.world, args.runs, args.name, device, progress=not args.no_progress,
+        run_dir = run_pipeline(name, world, args.runs, args.name, device, progress=not args.no_progress,
                                ranks=ranks, **stages)
     if not ranks.is_main:
         return 0
@@ -114,15 +166,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _stage_one(args: argparse.Namespace) -> int:
-    import torch
-
-    from dsol_lite.config import default_device, with_overrides
+    from dsol_lite.config import parse_device, with_overrides
     from dsol_lite.distributed import distributed_run
     from dsol_lite.stage_one import STAGE_ONE_PRESETS, StageOneTrainer
 
-    device = torch.device(args.device) if args.device else default_device()
-    preset = args.preset or ("quick" if device.type == "cpu" else "full")
-    cfg = with_overrides(STAGE_ONE_PRESETS[preset], args.set)
+    device = parse_device(args.device)
+    cfg = with_overrides(STAGE_ONE_PRESETS[args.preset or "quick"], args.set).validate()
     start = time.perf_counter()
     with distributed_run(device) as (ranks, device):
         result = StageOneTrainer(args.world, args.run_dir, cfg, device, not args.no_progress, ranks).fit()
@@ -133,17 +182,15 @@ def _stage_one(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    import torch
-
     from dsol_lite.comparison import compare_methods, offscreen_world, summarise, write_rows
-    from dsol_lite.config import default_device
+    from dsol_lite.config import parse_device
     from dsol_lite.methods import PEER_PRESETS
     from dsol_lite.pipeline import ensure_world
     from dsol_lite.report import markdown_table
 
     if args.preset not in PEER_PRESETS:
         raise ConfigError(f"unknown preset {args.preset!r}; choose one of {', '.join(PEER_PRESETS)}")
-    device = torch.device(args.device) if args.device else default_device()
+    device = parse_device(args.device)
     world_preset = "full" if args.preset == "full" else "quick"
     world = ensure_world(Path(args.world or f"worlds/{world_preset}"), world_preset, not args.no_progress)
     offscreen = offscreen_world(Path(args.runs) / f"compare-{args.preset}" / "offscreen-world")
@@ -206,13 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--method", default="dsol", type=_method_name,
                    help="dsol (default: the whole DSOL pipeline) or a peer: ezvsl, fnac, alignment, avgn")
     r.add_argument("--preset", choices=("quick", "full", "music"),
-                   help="default: quick on CPU, full on a GPU; music: prepared MUSIC given by --world")
-    r.add_argument("--world", help="dataset folder (default: worlds/<preset>, generated when missing)")
+                   help="quick (default, on every device), full (GPU scale), music (prepared MUSIC given by --world)")
+    r.add_argument("--world", help="dataset folder (default: worlds/<preset>, generated there when missing)")
     r.add_argument("--runs", default="runs", help="where run folders go (default: runs)")
     r.add_argument("--name", help="run folder name (default: the preset); an existing run resumes")
     r.add_argument("--prepared", help="the prepared cache of --world (dsol-lite cache) for both stages")
     r.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
-                   help="change one setting of the preset, e.g. --set stage_one.epochs=5 --set stage_two.lr=1e-4")
+                   help="change one setting of the preset, e.g. --set stage_one.epochs=5 --set stage_two.kinds=duet,"
+                        "cocktail; with --method, KEY=VALUE of the method's settings, e.g. --set epochs=4")
     r.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_run)
@@ -230,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("stage-one", help="train DSOL's stage one only; runs on several GPUs under torchrun")
     o.add_argument("world", help="dataset folder (a synthetic world or prepared MUSIC)")
     o.add_argument("run_dir", help="checkpoints and metrics go here; an existing run resumes")
-    o.add_argument("--preset", choices=("quick", "full"), help="default: quick on CPU, full on a GPU")
+    o.add_argument("--preset", choices=("quick", "full"), help="quick (default) or full")
     o.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change one StageOneConfig setting, e.g. --set epochs=5 --set prepared=data/cache-224")
     o.add_argument("--device", help="cpu, cuda, mps (default: the best available; torchrun: one GPU per process)")
@@ -290,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ConfigError, DataError) as err:
         print(f"dsol-lite: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. a read-only folder or a full disk: say which file, no traceback
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"dsol-lite: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
 
 

@@ -25,7 +25,7 @@ from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel, time_shift
 from dsol_lite.data.datasets import SoloPairs
 from dsol_lite.data.images import strong_views
-from dsol_lite.errors import ConfigError
+from dsol_lite.errors import ConfigError, check_settings
 from dsol_lite.evaluate import localization_maps
 from dsol_lite.metrics import dsol_single_source, upsample
 from dsol_lite.models import BackbonePair, DSOLStageOne
@@ -35,7 +35,7 @@ from dsol_lite.objectives.peers import alignment_loss, avgn_loss, ezvsl_loss, fn
 from dsol_lite.training import (EpochRun, autocast, batch_order, check_finite, iterate, optimizer_step,
                                 seed_everything, settings_fingerprint, to_device, world_fingerprint)
 
-_NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache")
+_NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache", "prepared")
 _OWN_PREFIX = {"dsol": "dsol_", "fnac": "fnac_", "alignment": "align_", "avgn": "avgn_"}  # method -> its settings
 
 
@@ -69,10 +69,22 @@ class PeerConfig:
     checkpoint_every: int = 100
     num_workers: int = 0
     cache: bool = True
+    prepared: str | None = None  # a prepared cache of the dataset (dsol-lite cache) at image_size
     device_augment: bool = False  # crop/flip/jitter whole batches on the device, not per item on the CPU
 
     def validate(self) -> "PeerConfig":
         get_method(self.method)
+        check_settings(self, positive=("lr", "tau", "dsol_scale_lr_mult", "align_tau_mask"),
+                       non_negative=("weight_decay",),
+                       at_least={"width": 4, "image_size": 32, "embed_dim": 1, "steps_per_epoch": 1, "seed": 0,
+                                 "fnac_warmup_epochs": 0, "avgn_layers": 1, "avgn_heads": 1, "checkpoint_every": 1,
+                                 "num_workers": 0})
+        weights = self.fnac_weights + self.avgn_weights
+        if any(not (isinstance(w, (int, float)) and 0 <= w < float("inf")) for w in weights):
+            raise ConfigError(f"fnac_weights={self.fnac_weights}, avgn_weights={self.avgn_weights}: loss weights are "
+                              f"finite numbers >= 0")
+        if not 0 <= self.fnac_dropout < 1:
+            raise ConfigError(f"fnac_dropout={self.fnac_dropout}: a dropout rate in [0, 1)")
         if self.batch_size < 2 or self.epochs < 1 or (self.steps_per_epoch is not None and self.steps_per_epoch < 1):
             raise ConfigError(f"batch_size={self.batch_size}, epochs={self.epochs}: contrastive training needs "
                               f"at least 2 clips per batch and 1 epoch")
@@ -207,7 +219,7 @@ class PeerTrainer(EpochRun):
         self.method = get_method(cfg.method)
         self.device = device or default_device()
         self.progress_bar = progress_bar
-        kw = {"image_size": cfg.image_size, "seed": cfg.seed, "cache": cfg.cache}
+        kw = {"image_size": cfg.image_size, "seed": cfg.seed, "cache": cfg.cache, "prepared": cfg.prepared}
         self.train_set = SoloPairs(world, "train", train=True, device_augment=cfg.device_augment, **kw)
         self.val_set = SoloPairs(world, "val", **kw)
         self.classes = self.train_set.classes

@@ -39,7 +39,7 @@ from dsol_lite.data.datasets import SoloPairs
 from dsol_lite.dictionary_rounds import DictionaryRounds
 from dsol_lite.distributed import (Ranks, broadcast_from_main, check_batch_size, gather_rows,
                                    gather_with_grad, streams_part, sync_batchnorm, wait_for_main, wrap)
-from dsol_lite.errors import ConfigError
+from dsol_lite.errors import ConfigError, check_settings
 from dsol_lite.evaluate import validate_stage_one
 from dsol_lite.models import BackbonePair, DSOLStageOne
 from dsol_lite.models.dsol import StageOneOutput
@@ -90,6 +90,10 @@ class StageOneConfig:
     ema_decay: float = 0.0  # > 0: validate, select and cluster a moving average of the weights (not in DSOL)
 
     def validate(self) -> "StageOneConfig":
+        check_settings(self, positive=("lr", "heads_lr", "scale_lr_mult"), non_negative=("weight_decay", "class_lr"),
+                       at_least={"width": 4, "image_size": 32, "embed_dim": 1, "epochs": 1, "warmup_steps": 0,
+                                 "class_passes": 0, "cluster_from_epoch": 0, "num_clusters": 2, "seed": 0,
+                                 "checkpoint_every": 1, "num_workers": 0})
         if self.batch_size < 2:
             raise ConfigError(f"batch_size={self.batch_size}: negatives need at least 2 clips per batch")
         if self.imagenet and self.width != 64:
@@ -118,8 +122,10 @@ class StageOneConfig:
             raise ConfigError(f"mosaic=True with batch_size={self.batch_size}, image_size={self.image_size}: the "
                               f"frames are tiled four to a picture (a multiple of 4 per batch), and each frame "
                               f"must fill whole cells of the 1/16 map (image_size a multiple of 16)")
-        if self.epochs < 1 or self.class_passes < 0 or not 0 <= self.mask_threshold < 1:
-            raise ConfigError("epochs >= 1, class_passes >= 0 and 0 <= mask_threshold < 1 are required")
+        if not 0 <= self.mask_threshold < 1:
+            raise ConfigError(f"mask_threshold={self.mask_threshold}: use a value in [0, 1)")
+        if self.feature_norm not in ("mask", "grid"):
+            raise ConfigError(f"feature_norm={self.feature_norm!r}: use 'mask' or 'grid' (original DSOL)")
         if self.eval_size is not None and self.eval_size < 32:
             raise ConfigError(f"eval_size={self.eval_size}: at least 32 px (the map is 1/16 of the input)")
         if self.prepared is not None and self.evaluation_size != self.image_size:
@@ -278,6 +284,10 @@ class StageOneTrainer(DictionaryRounds, ResumableRun):
         With ``rounds="best"`` an epoch is localize -> validate -> select, and one round (cluster ->
         classify) follows the last epoch, for the selected one (``_final_round``). Five resumable
         phases (not EpochRun's train/validate) are why this loop is stage one's own."""
+        with self._writing():
+            return self._fit(interrupt_after)
+
+    def _fit(self, interrupt_after: int | None) -> dict:
         self._interrupt_after = interrupt_after
         p, lazy = self.progress, self.cfg.rounds == "best"
         while p.epoch < self.cfg.epochs:

@@ -24,7 +24,7 @@ from dsol_lite.data.audio import AudioConfig, LogMel
 from dsol_lite.data.datasets import MULTI_SOURCE_KINDS, MultiSourceScenes, SoloPairs
 from dsol_lite.data.schema import read_manifest
 from dsol_lite.dictionary import DictionaryRound, check_pairing, cluster_report
-from dsol_lite.errors import ConfigError, DataError
+from dsol_lite.errors import ConfigError, DataError, check_settings
 from dsol_lite.evaluate import class_maps_at_image, stage_two_maps
 from dsol_lite.metrics import dsol_multi_source
 from dsol_lite.models import DSOLStageOne, DSOLStageTwo
@@ -63,20 +63,24 @@ class StageTwoConfig:
     device_augment: bool = False  # crop/flip/jitter whole batches on the device, not per item on the CPU
 
     def validate(self) -> "StageTwoConfig":
+        check_settings(self, positive=("lr",), non_negative=("weight_decay", "loc_weight"),
+                       at_least={"epochs": 1, "warmup_epochs": 0, "finetune_from": 0, "seed": 0,
+                                 "checkpoint_every": 1, "num_workers": 0, "eval_size": 32})
         if self.batch_size < 2:
             raise ConfigError(f"batch_size={self.batch_size}: negatives need at least 2 scenes per batch")
-        if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
-            raise ConfigError(f"epochs={self.epochs}, warmup_epochs={self.warmup_epochs}: "
-                              f"need epochs >= 1 and 0 <= warmup_epochs <= epochs")
+        if self.filter_silent and self.warmup_epochs >= self.epochs:
+            raise ConfigError(f"warmup_epochs={self.warmup_epochs} with epochs={self.epochs}: only epochs after the "
+                              f"warm-up (with the silent-object filter) are validated and kept, so at least one "
+                              f"must follow it; lower warmup_epochs or raise epochs")
         for name in ("kinds", "finetune_kinds"):
             kinds = getattr(self, name)
+            if not isinstance(kinds, tuple):
+                raise ConfigError(f"{name}={kinds!r}: give a tuple of scene kinds, e.g. ('cocktail',)")
             if set(kinds) - set(MULTI_SOURCE_KINDS) or (name == "kinds" and not kinds):
                 raise ConfigError(f"{name}={kinds}: choose from {MULTI_SOURCE_KINDS}")
         if self.finetune_kinds and not 0 < self.finetune_from < self.epochs:
             raise ConfigError(f"finetune_from={self.finetune_from}: with finetune_kinds, fine-tuning starts "
                               f"after the first epoch and before the last (epochs={self.epochs})")
-        if self.eval_size is not None and self.eval_size < 32:
-            raise ConfigError(f"eval_size={self.eval_size}: at least 32 px (the map is 1/16 of the input)")
         return self
 
     def evaluation_size(self, stage_one: StageOneConfig) -> int:

@@ -19,20 +19,22 @@ from __future__ import annotations
 import json
 import os
 import random
-from contextlib import nullcontext
+import warnings
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, ContextManager, Iterator, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
 from dsol_lite.data.augment import augment_batch
 from dsol_lite.distributed import Ranks, broadcast_from_main, shard
-from dsol_lite.errors import ConfigError, DataError
+from dsol_lite.errors import ConfigError, DataError, StorageError
+from dsol_lite.folders import exclusive
 
 T = TypeVar("T")
 
@@ -70,16 +72,56 @@ def sequential_batches(n: int, batch_size: int) -> list[list[int]]:
     return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
 
 
+@dataclass(frozen=True)
+class _Failed:
+    """A loader worker's ``DataError``, carried to the training process as data and raised there as
+    itself (a DataLoader would re-raise it as a bare ``RuntimeError`` holding the worker's traceback)."""
+
+    kind: type
+    path: str
+    problem: str
+
+
+class _Guarded(Dataset):
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> Any:
+        try:
+            return self.dataset[i]
+        except DataError as err:
+            return _Failed(type(err), err.path, err.problem)
+
+
+def _collate(items: list) -> Any:
+    failed = next((x for x in items if isinstance(x, _Failed)), None)
+    return failed if failed is not None else default_collate(items)
+
+
+def _raising(loader: DataLoader) -> Iterator[dict]:
+    for batch in loader:
+        if isinstance(batch, _Failed):
+            raise batch.kind(batch.path, batch.problem)
+        yield batch
+
+
 def iterate(dataset: Dataset, batches: list[list[int]], start: int = 0, num_workers: int = 0) -> Iterator[dict]:
-    """Collated batches ``batches[start:]`` of ``dataset``.
+    """Collated batches ``batches[start:]`` of ``dataset``; a bad file met by a loader worker raises
+    the same ``DataError``, naming the file, as it would in this process.
 
     The loader gets its own generator: otherwise creating it draws from the global torch RNG,
     and a resumed run would drift one draw away from an uninterrupted one.
     """
     if start >= len(batches):
         return iter(())
-    return iter(DataLoader(dataset, batch_sampler=batches[start:], num_workers=num_workers,
-                           generator=torch.Generator().manual_seed(0)))
+    generator = torch.Generator().manual_seed(0)
+    if num_workers == 0:
+        return iter(DataLoader(dataset, batch_sampler=batches[start:], generator=generator))
+    return _raising(DataLoader(_Guarded(dataset), batch_sampler=batches[start:], num_workers=num_workers,
+                               collate_fn=_collate, generator=generator))
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -127,30 +169,69 @@ def optimizer_step(loss: torch.Tensor, optimizers: list[torch.optim.Optimizer],
 
 
 def atomic_torch_save(payload: dict[str, Any], path: Path) -> Path:
-    """``torch.save`` to a temporary file, then rename: a crash never leaves half a file."""
+    """``torch.save`` to a temporary file, then rename: a crash never leaves half a file. When the
+    file cannot be written (full disk, read-only folder) the temporary file is removed and a
+    ``StorageError`` names the checkpoint; the previous one is left as it was."""
     tmp = path.with_name(path.name + ".part")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise StorageError(path, f"cannot write this checkpoint ({reason}); the previous one is kept. Free space "
+                                 f"or make the folder writable, then run again: training resumes") from None
     return path
 
 
 class MetricsLog:
     """Append-only JSON-lines log of a run (``metrics.jsonl``); ``enabled=False`` writes nothing
-    (the ranks other than 0 of a distributed run)."""
+    (the ranks other than 0 of a distributed run). A last line cut off by a kill mid-write is
+    skipped when reading and dropped before the next record is appended, with a warning each time."""
 
     def __init__(self, path: Path, enabled: bool = True) -> None:
         self.path, self.enabled = path, enabled
+        self._tail_checked = False
 
     def write(self, **record: Any) -> None:
         if not self.enabled:
             return
+        if not self._tail_checked:
+            self._drop_cut_line()
+            self._tail_checked = True
         with self.path.open("a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def _drop_cut_line(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open("rb+") as f:
+            data = f.read()
+            if not data or data.endswith(b"\n"):
+                return
+            keep = data.rfind(b"\n") + 1
+            f.truncate(keep)
+        warnings.warn(f"{self.path}: dropped its last line, cut off when a run stopped mid-write: "
+                      f"{data[keep:keep + 60].decode(errors='replace')!r}", stacklevel=3)
 
     def read(self) -> list[dict]:
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        lines = self.path.read_text().splitlines()
+        records = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                if number < len(lines):
+                    raise DataError(self.path, f"line {number} is not valid JSON ({err}); the log is damaged: "
+                                               f"move it away and the run goes on without its history") from None
+                warnings.warn(f"{self.path}: skipped its last line, cut off when a run stopped mid-write",
+                              stacklevel=2)
+        return records
 
 
 def read_checkpoint(path: Path, map_location: str | torch.device = "cpu",
@@ -281,6 +362,10 @@ class ResumableRun:
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError
 
+    def _writing(self) -> ContextManager:
+        """The run folder's write lock, held while training (rank 0 alone writes)."""
+        return exclusive(self.ckpt.dir, "this training run") if self.ranks.is_main else nullcontext()
+
     def _extra_state(self) -> dict[str, Any]:
         return {}
 
@@ -356,12 +441,13 @@ class EpochRun(ResumableRun):
         """Train and validate until ``cfg.epochs`` are done, resuming mid-epoch; returns the position."""
         self._interrupt_after = interrupt_after
         p = self.progress
-        while p.epoch < self.cfg.epochs:  # type: ignore[attr-defined]
-            if p.phase == "train":
-                self._train_epoch()
-                self._next_phase("validate")
-            if p.phase == "validate":
-                self._validate()
-                p.epoch += 1
-                self._next_phase("train")
+        with self._writing():
+            while p.epoch < self.cfg.epochs:  # type: ignore[attr-defined]
+                if p.phase == "train":
+                    self._train_epoch()
+                    self._next_phase("validate")
+                if p.phase == "validate":
+                    self._validate()
+                    p.epoch += 1
+                    self._next_phase("train")
         return {"epochs": p.epoch, "steps": p.global_step}

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dsol_lite.config import is_quick
+from dsol_lite.config import default_device, is_quick
 from dsol_lite.data.audio import AudioConfig, LogMel, crop_window
 from dsol_lite.data.datasets import DecodedFiles, MultiSourceScenes, SoloPairs
 from dsol_lite.errors import ConfigError
@@ -123,6 +123,12 @@ def test_crop_window_centres_and_pads():
 
 
 def test_quick_mode_switch(monkeypatch):
+    monkeypatch.delenv("DSOL_QUICK", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU, or Apple's MPS: still quick mode
+    assert default_device().type == "cuda" and is_quick()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert default_device().type == "mps" and is_quick()
     monkeypatch.setenv("DSOL_QUICK", "1")
     assert is_quick()
     monkeypatch.setenv("DSOL_QUICK", "0")

@@ -15,9 +15,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
-from dsol_lite.errors import ConfigError
+from dsol_lite.errors import ConfigError, check_settings
 from dsol_lite.synth.classes import MAX_CLASSES
 
 KINDS = ("solo", "duet", "cocktail", "grid2x2")
@@ -51,6 +52,9 @@ class WorldConfig:
 
     def validate(self) -> "WorldConfig":
         """Raise ConfigError naming the parameter when the configuration is impossible."""
+        check_settings(self, at_least={"seed": 0, "clutter": 0, "solo_max_distractors": 0, "jpeg_quality": 1})
+        if self.noise_snr_db is not None and not math.isfinite(self.noise_snr_db):
+            raise ConfigError(f"noise_snr_db={self.noise_snr_db}: a finite SNR in dB, or None for no noise")
         if not 2 <= self.num_classes <= MAX_CLASSES:
             raise ConfigError(f"num_classes={self.num_classes}: the world has 2 to {MAX_CLASSES} classes")
         if self.image_size < 32 or self.image_size % 2:
