@@ -9,12 +9,10 @@ every clip: decode the JPEG (PIL), resize, load the audio file with librosa, cut
 The cache loader gathers rows of memory-mapped arrays (``data.prepared``). Printed: clips/s of
 each, measured alternately in one run, and the ratio (the cache is meant to be >= 10x faster).
 
-A third row times what training actually iterates over: ``SoloPairs(train=True, prepared=...)``
-items, i.e. the cache read *plus* the training augmentation (random resized crop, flip, colour
-jitter, audio window shift), which runs per item on the CPU (the log-mel runs on the device).
-A fourth row does the same with ``device_augment=True``: items stay uint8 and carry their random
-parameters; ``data.augment`` applies them to the whole batch on the device (timed separately
-here, on this CPU: on a GPU it is a few kernels per batch).
+A third row times what training iterates over: whole batches of ``SoloPairs(train=True,
+prepared=...)``, made from the clip store the cache loads into (``data.store``): indexing its
+tensors, the random resized crop, flip and colour jitter of the batch, and the audio windows
+(the log-mel runs with the model). On a GPU these are a few kernels per batch.
 
 Opening a cache checks that none of the files it was built from changed (their sizes and
 modification times, one ``stat`` each); the last line times that check against hashing the
@@ -32,12 +30,10 @@ from pathlib import Path
 
 import librosa
 import numpy as np
-import torch
 from PIL import Image
 
 from dsol_lite.data.annotations import MusicIndex
 from dsol_lite.data.audio import crop_window
-from dsol_lite.data.augment import augment_batch
 from dsol_lite.data.datasets import SoloPairs
 from dsol_lite.data.music import PrepareConfig, prepare_music
 from dsol_lite.data.prepared import CACHE_FILE, build_cache, changed_sources, open_cache
@@ -98,13 +94,10 @@ def main() -> None:
         print(f"{len(clips)} solo training clips in {root}; cache built once in {time.perf_counter() - t:.1f} s")
         cache = open_cache(Path(tmp) / "cache", manifest, args.size)
         rng = np.random.default_rng(0)
-        training = SoloPairs(root, "train", image_size=args.size, train=True, prepared=Path(tmp) / "cache")
-        deferred = SoloPairs(root, "train", image_size=args.size, train=True, prepared=Path(tmp) / "cache",
-                             device_augment=True)
+        training = SoloPairs(root, "train", image_size=args.size, train=True, prepared=Path(tmp) / "cache",
+                             masks=False)  # loads the split into the store once
         position = {c.clip_id: i for i, c in enumerate(training.clips)}
-        times = {"per item": [], "cache": [], "training items (cache + CPU augmentation)": [],
-                 "training items (cache, device_augment)": []}
-        batch_augment = []
+        times = {"per item": [], "cache": [], "training batches (clip store)": []}
         for _ in range(args.rounds):
             picks = rng.choice(len(clips), args.batch, replace=len(clips) < args.batch).tolist()
             for name in times:
@@ -113,21 +106,13 @@ def main() -> None:
                     a = per_item_batch(root, clips, picks, args.size)
                 elif name == "cache":
                     b = cache_batch(cache, clips, picks)
-                elif name.endswith("CPU augmentation)"):
-                    items = [training[position[clips[i].clip_id]] for i in picks]
                 else:
-                    raw = [deferred[position[clips[i].clip_id]] for i in picks]
+                    batch = training.batch([position[clips[i].clip_id] for i in picks])
                 times[name].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            augment_batch({k: torch.stack([item[k] for item in raw]) for k in ("image", "gt_mask", "augment")})
-            batch_augment.append(time.perf_counter() - t)
-            assert a[0].shape == b[0].shape and a[1].shape == b[1].shape and len(items) == len(picks)
+            assert a[0].shape == b[0].shape and a[1].shape == b[1].shape and len(batch["image"]) == len(picks)
         rate = {k: args.batch / statistics.median(v) for k, v in times.items()}
         for k, v in rate.items():
             print(f"{k:>9}: {v:9.0f} clips/s (median of {args.rounds} batches of {args.batch}, one process)")
-        print("(the last two rows are the per-core rates a DataLoader worker reaches in training)")
-        print(f"batched device augmentation of {args.batch} frames, run here on the CPU: "
-              f"{1000 * statistics.median(batch_augment):.0f} ms per batch")
         print(f"ratio cache / per item: {rate['cache'] / rate['per item']:.1f}x")
         freshness_check(manifest, Path(tmp) / "cache")
 

@@ -5,10 +5,11 @@
 
 For a lecturer before class: will notebook 02's training cell fit in its 6 minutes here? The
 parts of one training step of the quick preset (visual stream, audio stream, the whole step
-with the loss and Adam, and with ``--data`` loading and augmenting a batch) are timed
-alternately in one run and printed with their share of the step. With ``--data`` the trainer
-itself then runs one epoch, one validation and one round's feature extraction, after decoding
-the clips as a fresh kernel does, and the prediction scales that to the preset's epochs.
+with the loss and Adam, and with ``--data`` making a batch from the clip store: indexing it, the
+crop, flip and jitter, the audio windows) are timed alternately in one run and printed with their
+share of the step. With ``--data`` the trainer itself then runs one epoch, one validation and one
+round's feature extraction, after decoding the clips as a fresh kernel does, and the prediction
+scales that to the preset's epochs.
 
 Read the prediction as a lower bound. On the reference machine (2 AMD EPYC cores) it said 264 s,
 and notebook 02's way of running stage one (interrupted, resumed, 13 steps redone) took 301 s
@@ -29,7 +30,7 @@ from contextlib import suppress
 import torch
 
 from dsol_lite.data.audio import AudioConfig, LogMel
-from dsol_lite.data.datasets import DECODED
+from dsol_lite.data.store import ClipStore
 from dsol_lite.objectives import stage_one_loss
 from dsol_lite.stage_one import STAGE_ONE_PRESETS, Interrupted, StageOneTrainer, build_stage_one
 
@@ -75,9 +76,9 @@ def main() -> None:
         from dsol_lite.data.datasets import SoloPairs
         from dsol_lite.training import batch_order, iterate
 
-        train = SoloPairs(args.data, "train", image_size=size, train=True, cache=True)
-        batches = batch_order(len(train), b, 0, 0, 0)  # always the first batch: the warm-up decodes its clips
-        parts["loading + augmenting a batch"] = lambda: next(iterate(train, batches[:1], 0))
+        train = SoloPairs(args.data, "train", image_size=size, train=True, masks=False)  # decodes the split once
+        batches = batch_order(len(train), b, 0, 0, 0)
+        parts["making a batch (store, crop, jitter, audio)"] = lambda: next(iterate(train, batches[:1], 0))
     times: dict[str, list[float]] = {name: [] for name in parts}
     for fn in parts.values():  # warm-up
         fn()
@@ -85,7 +86,7 @@ def main() -> None:
         for name, fn in parts.items():
             times[name].append(timed(fn))
     ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
-    step_ms = ms["whole step (both streams, loss, Adam)"] + ms.get("loading + augmenting a batch", 0.0)
+    step_ms = ms["whole step (both streams, loss, Adam)"] + ms.get("making a batch (store, crop, jitter, audio)", 0.0)
     print(f"quick stage-one step: width {cfg.width}, {size} px, batch {b}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats}")
     for name, value in ms.items():
@@ -101,18 +102,17 @@ def predict(data: str, cfg) -> None:
     """Time the trainer itself (set-up, decoding, one epoch's localize and validate, one round's
     feature extraction) and scale to the preset's epochs: the real loop, with its log-mel, logging,
     checkpoints and fresh batches, runs slower than the parts above add up to."""
-    DECODED.clear()  # decode every clip, as a fresh notebook kernel does
+    ClipStore.release_all()  # decode every clip, as a fresh notebook kernel does
     with tempfile.TemporaryDirectory() as run:
         start = time.perf_counter()
         trainer = StageOneTrainer(data, run, cfg, device=torch.device("cpu"), progress_bar=False)
-        build = time.perf_counter() - start
-        decode = timed(lambda: [ds[i] for ds in (trainer.train_set, trainer.val_set) for i in range(len(ds))])
+        build = time.perf_counter() - start  # the store decodes the train and val splits here
         per_epoch = len(trainer.train_set) // cfg.batch_size
         localize = timed(lambda: _one_epoch(trainer, per_epoch))
         validate = timed(trainer._validate)
         extract = timed(trainer.extract)
-    total = build + decode + cfg.epochs * (localize + validate) + extract
-    print(f"setting up {build:.1f} s, decoding the clips once {decode:.1f} s")
+    total = build + cfg.epochs * (localize + validate) + extract
+    print(f"setting up, with decoding the clips once: {build:.1f} s")
     print(f"one epoch: localize {localize:.1f} s ({per_epoch} steps, {1000 * localize / per_epoch:.0f} ms each), "
           f"validate {validate:.1f} s; one round's feature extraction {extract:.1f} s")
     print(f"predicted stage one + dictionary, {cfg.epochs} epochs: {total:.0f} s (a lower bound)")

@@ -8,7 +8,7 @@ frame and once with a frame loaded from another clip, and runs both streams on a
 dsol_lite runs each stream once on the B clips and forms the negatives by re-pairing the
 embeddings. Both steps below use the same model, the same B clips (the original also gets B
 extra negative frames) and the same optimizer; the printed ratio is original / dsol_lite
-time per step, measured alternately in one run. Target (issue 3): >= 1.8x.
+time per step, measured alternately in one run (the re-pairing is meant to be >= 1.8x faster).
 
 Two more steps time the quick preset's choices: every other frame of the batch as a negative
 (``negatives="all"``), and that with the frames tiled 2 x 2 into pictures for the visual stream

@@ -5,7 +5,7 @@
 
 Prints scenes/s for each scene kind (in-process rendering, no disk), then the whole preset
 written to disk with 1 worker and with all workers, side by side in one run, as a ratio.
-Target (issue 2): the quick preset (>= 2,000 solo + 1,000 multi-source scenes) in < 2 minutes
+The target: the quick preset (>= 2,000 solo + 1,000 multi-source scenes) in < 2 minutes
 on 2 cores.
 """
 

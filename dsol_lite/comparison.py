@@ -93,19 +93,19 @@ def evaluate_method(method: str, model: nn.Module, world: str | Path, image_size
     the test solo maps and masks when the caller has them already (``localization_maps``)."""
     device = device or default_device()
     log_mel = LogMel(AudioConfig()).to(device)
-    solo = SoloPairs(world, "test", image_size=image_size)
+    solo = SoloPairs(world, "test", image_size=image_size, device=device)
     maps, gt = solo_maps if solo_maps is not None else localization_maps(model, solo, log_mel, device)
     single = evaluate_single_source(maps, gt, mean_box_area(solo))
     row = {k: single["model"][k] for k in ("dsol_iou@0.5", "dsol_auc", "ezvsl_ciou@0.5", "ezvsl_auc")}
     row["centre_prior_iou@0.5"] = single["centre prior"]["dsol_iou@0.5"]
-    cocktail = MultiSourceScenes(world, "test", kinds=("cocktail",), image_size=image_size)
+    cocktail = MultiSourceScenes(world, "test", kinds=("cocktail",), image_size=image_size, device=device)
     reason = get_method(method).per_source
     scenes = scene_maps(model, cocktail, log_mel, device, per_source=not reason)
     size = scenes["sounding_mask"].shape[-1]
     silent = silent_object_scores(upsample(scenes["maps"], size), scenes["sounding_mask"], scenes["silent_mask"])
     row["silent_sounding_iou"], row["silent_coverage"] = silent["sounding_iou"], silent["silent_coverage"]
     if offscreen is not None:
-        off = SoloPairs(offscreen, "test", image_size=image_size)
+        off = SoloPairs(offscreen, "test", image_size=image_size, device=device)
         off_maps, off_gt = localization_maps(model, off, log_mel, device)
         row["offscreen_iou@0.5"] = evaluate_single_source(off_maps, off_gt, mean_box_area(off))["model"]["dsol_iou@0.5"]
     if reason:
@@ -214,7 +214,7 @@ def run_method(method: str, preset: str | None = None, world: str | Path | None 
         trainer = PeerTrainer(world, run_dir / "train", cfg, device, progress)
         trainer.fit()
         model = trainer.load_best()
-        solo = SoloPairs(world, "test", image_size=cfg.image_size)
+        solo = SoloPairs(world, "test", image_size=cfg.image_size, device=device)
         maps, gt = localization_maps(model, solo, LogMel(AudioConfig()).to(device), device)
         row = {"method": method, "best_val_iou@0.5": trainer.best} | evaluate_method(
             method, model, world, cfg.image_size, device, solo_maps=(maps, gt))

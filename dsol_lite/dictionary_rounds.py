@@ -24,7 +24,7 @@ from dsol_lite.dictionary import DictionaryRound, build_dictionary, cluster_repo
 from dsol_lite.distributed import (broadcast_from_main, classifier_part, gather_rows, mean_over_ranks,
                                    wait_for_main, wrap)
 from dsol_lite.evaluate import extract_object_features
-from dsol_lite.training import autocast, batch_order, check_finite, iterate, optimizer_step, to_device
+from dsol_lite.training import autocast, batch_order, iterate, optimizer_step, to_device
 
 
 class DictionaryRounds:
@@ -95,15 +95,14 @@ class DictionaryRounds:
                        optimizers: list[torch.optim.Optimizer], bar) -> None:
         p = self.progress
         loss = F.cross_entropy(v_logits.float(), target) + F.cross_entropy(a_logits.float(), target)
-        stats = {"loss": loss.item(), "visual_acc": (v_logits.argmax(1) == target).float().mean().item(),
-                 "audio_acc": (a_logits.argmax(1) == target).float().mean().item()}
+        with torch.no_grad():
+            stats = {"loss": loss.detach(), "visual_acc": (v_logits.argmax(1) == target).float().mean(),
+                     "audio_acc": (a_logits.argmax(1) == target).float().mean()}
         if self.ranks.enabled:  # each rank saw its share: report the global batch
             stats = mean_over_ranks(stats, self.device)
-        check_finite(torch.tensor(stats["loss"]), f"epoch {p.epoch}, classify step {p.step}", self.ckpt.path("last"))
         optimizer_step(loss, optimizers, self.scaler)
-        self.log.write(epoch=p.epoch, phase="classify", step=p.step, **stats)
-        bar.update()
-        self._after_step()
+        self._record(f"epoch {p.epoch}, classify step {p.step}", {"epoch": p.epoch, "phase": "classify",
+                                                                  "step": p.step}, stats, bar)
 
     def _classify_heads_only(self, batches: list[list[int]], bar) -> None:
         """Frozen trunk: the heads learn on the features extracted for clustering (no second pass
@@ -132,7 +131,7 @@ class DictionaryRounds:
         if self.ranks.enabled:  # DDP over what this phase trains: the backbones and the new heads
             self._classifier = self._classifier or wrap(classifier_part(self.model), self.device)
             classify = self._classifier
-        for batch in iterate(self.train_set, self._my_share(batches), start, cfg.num_workers):
+        for batch in iterate(self.train_set, self._my_share(batches), start):
             batch = to_device(batch, self.device)
             with autocast(self.device):
                 v_logits, a_logits = classify(batch["image"], self.log_mel(batch["audio"]))

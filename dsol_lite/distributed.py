@@ -174,12 +174,13 @@ def wait_for_main(ranks: Ranks) -> None:
         dist.barrier()
 
 
-def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Average logged numbers over the ranks (each rank saw a different share of the batch)."""
+def mean_over_ranks(values: dict[str, torch.Tensor | float], device: torch.device) -> dict[str, torch.Tensor]:
+    """Average logged numbers (0-d tensors or floats) over the ranks (each rank saw a different share
+    of the batch); 0-d tensors on ``device`` come back, nothing is read on the host."""
     keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    t = torch.stack([torch.as_tensor(values[k], device=device).double() for k in keys])
     dist.all_reduce(t)
-    return {k: v / dist.get_world_size() for k, v in zip(keys, t.tolist())}
+    return dict(zip(keys, (t / dist.get_world_size()).unbind()))
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):

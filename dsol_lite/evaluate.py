@@ -101,7 +101,7 @@ def matching_accuracy(model: nn.Module, dataset: ClipDataset, log_mel: LogMel, d
         if len(batch["index"]) < 2:  # a lone clip has no other frame to tell apart
             continue
         _, stats = stage_one_loss(model, out)
-        correct += stats["match_acc"] * len(batch["index"])
+        correct += float(stats["match_acc"]) * len(batch["index"])
         total += len(batch["index"])
     return correct / max(total, 1)
 

@@ -25,6 +25,8 @@ from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel, time_shift
 from dsol_lite.data.datasets import SoloPairs
 from dsol_lite.data.images import strong_views
+from dsol_lite.data.schema import DatasetManifest
+from dsol_lite.data.store import ClipStore
 from dsol_lite.errors import ConfigError, check_settings
 from dsol_lite.evaluate import localization_maps
 from dsol_lite.metrics import dsol_single_source, upsample
@@ -32,10 +34,10 @@ from dsol_lite.models import BackbonePair, DSOLStageOne
 from dsol_lite.models.peers import AlignmentNet, AVGNNet, ContrastiveNet
 from dsol_lite.objectives import stage_one_loss
 from dsol_lite.objectives.peers import alignment_loss, avgn_loss, ezvsl_loss, fnac_loss
-from dsol_lite.training import (EpochRun, autocast, batch_order, check_finite, iterate, optimizer_step,
+from dsol_lite.training import (EpochRun, autocast, grad_scaler, batch_order, iterate, optimizer_step,
                                 seed_everything, settings_fingerprint, to_device, world_fingerprint)
 
-_NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache", "prepared")
+_NOT_IN_FINGERPRINT = ("checkpoint_every", "prepared")
 _OWN_PREFIX = {"dsol": "dsol_", "fnac": "fnac_", "alignment": "align_", "avgn": "avgn_"}  # method -> its settings
 
 
@@ -67,18 +69,14 @@ class PeerConfig:
     avgn_weights: tuple[float, float] = (1.0, 1.0)  # token classification, class prediction
     seed: int = 0
     checkpoint_every: int = 100
-    num_workers: int = 0
-    cache: bool = True
     prepared: str | None = None  # a prepared cache of the dataset (dsol-lite cache) at image_size
-    device_augment: bool = False  # crop/flip/jitter whole batches on the device, not per item on the CPU
 
     def validate(self) -> "PeerConfig":
         get_method(self.method)
         check_settings(self, positive=("lr", "tau", "dsol_scale_lr_mult", "align_tau_mask"),
                        non_negative=("weight_decay",),
                        at_least={"width": 4, "image_size": 32, "embed_dim": 1, "steps_per_epoch": 1, "seed": 0,
-                                 "fnac_warmup_epochs": 0, "avgn_layers": 1, "avgn_heads": 1, "checkpoint_every": 1,
-                                 "num_workers": 0})
+                                 "fnac_warmup_epochs": 0, "avgn_layers": 1, "avgn_heads": 1, "checkpoint_every": 1})
         weights = self.fnac_weights + self.avgn_weights
         if any(not (isinstance(w, (int, float)) and 0 <= w < float("inf")) for w in weights):
             raise ConfigError(f"fnac_weights={self.fnac_weights}, avgn_weights={self.avgn_weights}: loss weights are "
@@ -94,14 +92,12 @@ class PeerConfig:
             raise ConfigError(f"embed_dim={self.embed_dim} must be divisible by avgn_heads={self.avgn_heads}")
         return self
 
-    def fingerprint(self, world: Path) -> dict:
+    def fingerprint(self, world: "DatasetManifest | str | Path") -> dict:
         """The settings a checkpoint must match: the shared ones and this method's own (so changing,
         say, FNAC's weights leaves a finished DSOL run usable)."""
         others = tuple(p for m, p in _OWN_PREFIX.items() if m != self.method)
         theirs = tuple(f.name for f in dataclasses.fields(self) if f.name.startswith(others))
-        # device_augment left out while off: the same settings as runs made before it existed
-        return (settings_fingerprint(self, _NOT_IN_FINGERPRINT + theirs, {"device_augment": False})
-                | {"world": world_fingerprint(world)})
+        return settings_fingerprint(self, _NOT_IN_FINGERPRINT + theirs) | {"world": world_fingerprint(world)}
 
 
 LossFn = Callable[[nn.Module, dict, LogMel, PeerConfig, int], tuple[torch.Tensor, dict[str, float]]]
@@ -199,29 +195,28 @@ PEER_PRESETS = {
     # visual-visual similarities are informative from the first step.
     "quick": PeerConfig(width=16, image_size=128, epochs=8, lr=1e-3, fnac_weights=(1.0, 1.0, 1.0),
                         fnac_warmup_epochs=2, checkpoint_every=25),
-    "full": PeerConfig(imagenet=True, epochs=20, batch_size=128, num_workers=4, device_augment=True),
+    "full": PeerConfig(imagenet=True, epochs=20, batch_size=128),
     # notebook 06 in quick mode: 5 methods x 1 seed within a few CPU minutes (equal steps for all)
     # tau 0.2 for every contrastive loss: measured on EZ-VSL after these 100 steps, val IoU@0.5 0.125 with
-    # tau 0.2 but 0.0 with 0.07 and 0.03 (the papers' values suit ImageNet-initialised features and long runs);
-    # batched augmentation: about 4 s less per run (of about 30 s) on a 2-core CPU
+    # tau 0.2 but 0.0 with 0.07 and 0.03 (the papers' values suit ImageNet-initialised features and long runs)
     "compare-quick": PeerConfig(width=8, image_size=96, epochs=3, steps_per_epoch=60, lr=1e-3, tau=0.2,
-                                fnac_weights=(1.0, 1.0, 1.0), fnac_warmup_epochs=1, checkpoint_every=25,
-                                device_augment=True),
+                                fnac_weights=(1.0, 1.0, 1.0), fnac_warmup_epochs=1, checkpoint_every=25),
 }
 
 
 class PeerTrainer(EpochRun):
     """Train any ``Method`` on the world's single-source clips; ``best.pt`` is chosen on val IoU@0.5."""
 
-    def __init__(self, world: str | Path, run_dir: str | Path, cfg: PeerConfig, device: torch.device | None = None,
-                 progress_bar: bool = True) -> None:
-        self.cfg, self.world, self.run_dir = cfg.validate(), Path(world), Path(run_dir)
+    def __init__(self, world: str | Path | ClipStore, run_dir: str | Path, cfg: PeerConfig,
+                 device: torch.device | None = None, progress_bar: bool = True) -> None:
+        self.cfg, self.run_dir = cfg.validate(), Path(run_dir)
         self.method = get_method(cfg.method)
         self.device = device or default_device()
         self.progress_bar = progress_bar
-        kw = {"image_size": cfg.image_size, "seed": cfg.seed, "cache": cfg.cache, "prepared": cfg.prepared}
-        self.train_set = SoloPairs(world, "train", train=True, device_augment=cfg.device_augment, **kw)
-        self.val_set = SoloPairs(world, "val", **kw)
+        self.store = ClipStore.open(world, cfg.prepared, cfg.image_size, self.device)
+        kw = {"image_size": cfg.image_size, "seed": cfg.seed, "device": self.device}
+        self.train_set = SoloPairs(self.store, "train", train=True, masks=False, **kw)
+        self.val_set = SoloPairs(self.store, "val", **kw)
         self.classes = self.train_set.classes
         seed_everything(cfg.seed)
         self.model = self.method.build(cfg, len(self.classes)).to(self.device)
@@ -230,8 +225,8 @@ class PeerTrainer(EpochRun):
         rest = [p for n, p in self.model.named_parameters() if n != "scale"]
         groups = [{"params": rest}] + ([{"params": fast, "lr": cfg.lr * cfg.dsol_scale_lr_mult}] if fast else [])
         self.optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
-        self._open_run(self.run_dir, cfg.fingerprint(self.world), first_phase="train")
+        self.scaler = grad_scaler(self.device)
+        self._open_run(self.run_dir, cfg.fingerprint(self.store.manifest), first_phase="train")
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"model": self.optimizer}
@@ -247,16 +242,13 @@ class PeerTrainer(EpochRun):
         self.train_set.set_epoch(p.epoch * 100)
         self.model.train()
         with self._bar(len(batches), p.step, self.method.name) as bar:
-            for batch in iterate(self.train_set, batches, p.step, cfg.num_workers):
+            for batch in iterate(self.train_set, batches, p.step):
                 batch = to_device(batch, self.device)
                 with autocast(self.device):
                     loss, stats = self.method.loss(self.model, batch, self.log_mel, cfg, p.epoch)
-                check_finite(loss, f"{cfg.method}: epoch {p.epoch}, step {p.step}", self.ckpt.path("last"))
                 optimizer_step(loss, [self.optimizer], self.scaler)
-                self.log.write(epoch=p.epoch, phase="train", step=p.step, **stats)
-                bar.set_postfix(loss=f"{stats['loss']:.3f}", refresh=False)
-                bar.update()
-                self._after_step()
+                self._record(f"{cfg.method}: epoch {p.epoch}, step {p.step}",
+                             {"epoch": p.epoch, "phase": "train", "step": p.step}, stats, bar)
 
     def _validate(self) -> None:
         p = self.progress

@@ -23,7 +23,8 @@ import torch
 from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel
 from dsol_lite.data.datasets import MultiSourceScenes, SoloPairs
-from dsol_lite.data.schema import MANIFEST_FILE, read_manifest
+from dsol_lite.data.schema import MANIFEST_FILE
+from dsol_lite.data.store import ClipStore
 from dsol_lite.distributed import Ranks, wait_for_main
 from dsol_lite.errors import ConfigError, DataError
 from dsol_lite.folders import exclusive, is_empty_folder, write_text
@@ -72,8 +73,7 @@ def ensure_world(world: Path, preset_name: str | None, progress: bool = True) ->
     from dsol_lite.synth.writer import generate_world
 
     if has_dataset(world):
-        read_manifest(world)  # validates, with errors naming the file
-        return world
+        return world  # checked when its store opens (``data.store``), with errors naming the file
     if preset_name is None:
         raise DataError(world / MANIFEST_FILE, "no prepared dataset here: make it with `dsol-lite prepare-music` "
                                                "(solo, then duet with --grid2x2; README, notebook 07)")
@@ -95,17 +95,20 @@ def _multi_row(maps: dict, mapping: dict[int, int], num_classes: int, avgn: bool
     return row, up
 
 
-def evaluate_run(world: str | Path, run_dir: str | Path, device: torch.device | None = None) -> tuple[dict, dict]:
-    """Score a finished run on the test split; returns ``(results, figures)``."""
-    world, run_dir = Path(world), Path(run_dir)
+def evaluate_run(world: str | Path | ClipStore, run_dir: str | Path,
+                 device: torch.device | None = None) -> tuple[dict, dict]:
+    """Score a finished run on the test split (``world``: the dataset folder or its open store);
+    returns ``(results, figures)``."""
+    run_dir = Path(run_dir)
     device = device or default_device()
     s1_cfg, s1_model, rnd = load_stage_one(run_dir / "stage_one", device)
     s2_cfg, s2_model = load_stage_two(run_dir / "stage_two" / "best.pt", s1_cfg, rnd, device)
+    world = ClipStore.open(world, s1_cfg.prepared, s1_cfg.image_size, device)
     mapping, report = cluster_to_class(world, rnd)
     log_mel = LogMel(AudioConfig()).to(device)
     size = s1_cfg.evaluation_size  # solo scenes; the multi-source ones at stage two's size
     multi_size = s2_cfg.evaluation_size(s1_cfg)
-    manifest = read_manifest(world)
+    manifest = world.manifest
     classes = manifest.classes
 
     solo, train = SoloPairs(world, "test", image_size=size), SoloPairs(world, "train", image_size=size)
@@ -209,12 +212,13 @@ def run_pipeline(preset: str | None = None, world: str | Path | None = None, run
         ensure_world(world, p.world, progress)
     wait_for_main(ranks)  # the others wait for rank 0's world
     seconds = {"world": time.perf_counter() - start}
-    check_training_scenes(world, s2, ranks)  # stage two's impossible settings, said before stage one trains
+    store = ClipStore.open(world, s1.prepared, s1.image_size, device)  # read once, handed to every stage
+    check_training_scenes(store.manifest, s2, ranks)  # stage two's impossible settings, said before stage one
     with exclusive(run_dir, "this run") if ranks.is_main else nullcontext():  # one process writes a run folder
-        return _run_stages(preset, world, run_dir, device, progress, s1, s2, ranks, seconds, fresh)
+        return _run_stages(preset, store, run_dir, device, progress, s1, s2, ranks, seconds, fresh)
 
 
-def _run_stages(preset: str, world: Path, run_dir: Path, device: torch.device, progress: bool,
+def _run_stages(preset: str, world: ClipStore, run_dir: Path, device: torch.device, progress: bool,
                 s1: StageOneConfig, s2: StageTwoConfig, ranks: Ranks, seconds: dict, fresh: dict) -> Path:
     start = time.perf_counter()
     one = StageOneTrainer(world, run_dir / "stage_one", s1, device, progress, ranks)
@@ -231,9 +235,9 @@ def _run_stages(preset: str, world: Path, run_dir: Path, device: torch.device, p
     start = time.perf_counter()
     results, figures = evaluate_run(world, run_dir, device)
     seconds["evaluate"] = time.perf_counter() - start
-    manifest = read_manifest(world)
-    results["setup"] = {"world": str(world), "classes": len(manifest.classes), "preset": preset, "device": device.type,
-                        "seconds": seconds, "fresh": fresh, "round": results["dictionary"]["round"],
+    manifest = world.manifest
+    results["setup"] = {"world": str(manifest.root), "classes": len(manifest.classes), "preset": preset,
+                        "device": device.type, "seconds": seconds, "fresh": fresh, "round": results["dictionary"]["round"],
                         "nmi": results["dictionary"]["nmi"], "purity": results["dictionary"]["purity"]}
     write_text(run_dir / "metrics.json", json.dumps(results, indent=2, sort_keys=True, default=float))
     write_report(run_dir, results, figures)

@@ -36,6 +36,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel
 from dsol_lite.data.datasets import SoloPairs
+from dsol_lite.data.schema import DatasetManifest
+from dsol_lite.data.store import ClipStore
 from dsol_lite.dictionary_rounds import DictionaryRounds
 from dsol_lite.distributed import (Ranks, broadcast_from_main, check_batch_size, gather_rows,
                                    gather_with_grad, streams_part, sync_batchnorm, wait_for_main, wrap)
@@ -44,11 +46,11 @@ from dsol_lite.evaluate import validate_stage_one
 from dsol_lite.models import BackbonePair, DSOLStageOne
 from dsol_lite.models.dsol import StageOneOutput
 from dsol_lite.objectives import stage_one_loss
-from dsol_lite.training import (Interrupted, ResumableRun, autocast, batch_order, check_finite, iterate,
+from dsol_lite.training import (Interrupted, ResumableRun, autocast, grad_scaler, batch_order, iterate,
                                 optimizer_step, seed_everything, settings_fingerprint, to_device,
                                 world_fingerprint)
 
-_NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache", "prepared")
+_NOT_IN_FINGERPRINT = ("checkpoint_every", "prepared")
 
 
 @dataclass(frozen=True)
@@ -83,17 +85,14 @@ class StageOneConfig:
     mosaic: bool = False  # training frames seen 2 x 2 in one picture, negatives beside positives (not in DSOL)
     seed: int = 0
     checkpoint_every: int = 100  # steps
-    num_workers: int = 0
-    cache: bool = True  # keep decoded clips in memory
-    prepared: str | None = None  # a prepared cache of the dataset (dsol-lite cache): no decoding per item
-    device_augment: bool = False  # crop/flip/jitter whole batches on the device, not per item on the CPU
+    prepared: str | None = None  # a prepared cache of the dataset (dsol-lite cache): read, not decoded
     ema_decay: float = 0.0  # > 0: validate, select and cluster a moving average of the weights (not in DSOL)
 
     def validate(self) -> "StageOneConfig":
         check_settings(self, positive=("lr", "heads_lr", "scale_lr_mult"), non_negative=("weight_decay", "class_lr"),
                        at_least={"width": 4, "image_size": 32, "embed_dim": 1, "epochs": 1, "warmup_steps": 0,
                                  "class_passes": 0, "cluster_from_epoch": 0, "num_clusters": 2, "seed": 0,
-                                 "checkpoint_every": 1, "num_workers": 0})
+                                 "checkpoint_every": 1})
         if self.batch_size < 2:
             raise ConfigError(f"batch_size={self.batch_size}: negatives need at least 2 clips per batch")
         if self.imagenet and self.width != 64:
@@ -158,10 +157,9 @@ class StageOneConfig:
         """With ``lr_schedule="step"``: the first epoch at a tenth of the rate (16 epochs: the 13th)."""
         return int(self.decay_at * self.epochs)
 
-    def fingerprint(self, world: Path) -> dict:
+    def fingerprint(self, world: "DatasetManifest | str | Path") -> dict:
         # options left out while off: the same settings as runs made before they existed
-        d = settings_fingerprint(self, _NOT_IN_FINGERPRINT, {"device_augment": False, "eval_size": None,
-                                                                 "decay_at": 0.75, "rounds": "every",
+        d = settings_fingerprint(self, _NOT_IN_FINGERPRINT, {"eval_size": None, "decay_at": 0.75, "rounds": "every",
                                                                  "ema_decay": 0.0, "mosaic": False,
                                                                  "select_from": 0.0})
         return d | {"world": world_fingerprint(world)}
@@ -185,7 +183,7 @@ STAGE_ONE_PRESETS = {
     "quick": StageOneConfig(width=16, image_size=128, epochs=16, lr=5e-4, lr_schedule="step",
                             scale_lr_mult=20.0, class_passes=1, class_lr=0.0, rounds="best", negatives="all",
                             mosaic=True, select_from=0.5, checkpoint_every=25),
-    "full": StageOneConfig(imagenet=True, num_workers=4, device_augment=True),
+    "full": StageOneConfig(imagenet=True),
 }
 
 
@@ -213,18 +211,18 @@ class StageOneTrainer(DictionaryRounds, ResumableRun):
     """Stage one in one process, or in several (``ranks``, see ``dsol_lite.distributed``): each rank
     then takes its share of every global batch of ``cfg.batch_size`` clips, with the same result."""
 
-    def __init__(self, world: str | Path, run_dir: str | Path, cfg: StageOneConfig,
+    def __init__(self, world: str | Path | ClipStore, run_dir: str | Path, cfg: StageOneConfig,
                  device: torch.device | None = None, progress_bar: bool = True, ranks: Ranks = Ranks()) -> None:
-        self.cfg, self.world, self.run_dir = cfg.validate(), Path(world), Path(run_dir)
+        self.cfg, self.run_dir = cfg.validate(), Path(run_dir)
         self.device = device or default_device()
         self.progress_bar, self.ranks = progress_bar, ranks
         check_batch_size(cfg.batch_size, ranks, 4 if cfg.mosaic else 1,
                          "with mosaic=True each process tiles its own frames four to a picture")
-        kw = {"seed": cfg.seed, "cache": cfg.cache, "prepared": cfg.prepared}
-        self.train_set = SoloPairs(world, "train", image_size=cfg.image_size, train=True,
-                                   device_augment=cfg.device_augment, **kw)
-        self.feature_set = SoloPairs(world, "train", image_size=cfg.evaluation_size, **kw)  # no augmentation
-        self.val_set = SoloPairs(world, "val", image_size=cfg.evaluation_size, **kw)
+        self.store = ClipStore.open(world, cfg.prepared, cfg.image_size, self.device)  # shared by every stage
+        kw = {"seed": cfg.seed, "device": self.device}
+        self.train_set = SoloPairs(self.store, "train", image_size=cfg.image_size, train=True, masks=False, **kw)
+        self.feature_set = SoloPairs(self.store, "train", image_size=cfg.evaluation_size, **kw)  # no augmentation
+        self.val_set = SoloPairs(self.store, "val", image_size=cfg.evaluation_size, **kw)
         self.classes = self.train_set.classes
         self.k = cfg.num_clusters or len(self.classes)
         if self.k > len(self.train_set):
@@ -239,13 +237,13 @@ class StageOneTrainer(DictionaryRounds, ResumableRun):
         self.average = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
                         if cfg.ema_decay else None)
         self._new_heads_optimizer()
-        self.scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
+        self.scaler = grad_scaler(self.device)
         self.round, self.dictionary, self.pseudo_labels = -1, None, None
         self.best_epoch = -1
         self.round_stats: dict[str, float] = {}
         self._head_inputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self.best, self.val_score = float("-inf"), float("-inf")
-        self._open_run(self.run_dir, cfg.fingerprint(self.world))
+        self._open_run(self.run_dir, cfg.fingerprint(self.store.manifest))
         self._streams, self._classifier = None, None  # DDP wrappers (distributed runs), made when needed
         if ranks.enabled:
             self._streams = wrap(streams_part(self.model), self.device)
@@ -339,24 +337,26 @@ class StageOneTrainer(DictionaryRounds, ResumableRun):
         self.train_set.set_epoch(p.epoch * 100)
         self.model.train()
         with self._bar(len(batches), p.step, "localize") as bar:
-            for batch in iterate(self.train_set, self._my_share(batches), p.step, cfg.num_workers):
-                batch = to_device(batch, self.device)
+            for batch in iterate(self.train_set, self._my_share(batches), p.step):
                 self._set_trunk_lr(*self.localize_lr(p.epoch, p.step))
-                with autocast(self.device):
-                    out = self._encode_global_batch(batch)
-                    labels, avoid = batch["label"], cfg.avoid_same_class
-                    if cfg.avoid_same_cluster and self.pseudo_labels is not None:  # the last round's clusters
-                        labels, avoid = self.pseudo_labels.to(self.device)[batch["index"]], True
-                    loss, stats = stage_one_loss(self.model, out, labels, avoid, cfg.negatives)
-                check_finite(loss, f"epoch {p.epoch}, localize step {p.step}", self.ckpt.path("last"))
-                optimizer_step(loss, [self.optimizer], self.scaler)
-                if self.average is not None:  # w_avg <- d w_avg + (1 - d) w, buffers (BatchNorm) too
-                    self.average.update_parameters(self.model)
-                self.log.write(epoch=p.epoch, phase="localize", step=p.step, lr=self.optimizer.param_groups[0]["lr"],
-                               scale=self.model.scale.item(), **stats)
-                bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['match_acc']:.2f}", refresh=False)
-                bar.update()
-                self._after_step()
+                stats = self.localize_step(to_device(batch, self.device))
+                record = {"epoch": p.epoch, "phase": "localize", "step": p.step,
+                          "lr": self.optimizer.param_groups[0]["lr"]}
+                self._record(f"epoch {p.epoch}, localize step {p.step}", record, stats, bar, ("loss", "match_acc"))
+
+    def localize_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One step of the matching task on a batch (on the device); its statistics stay there."""
+        cfg = self.cfg
+        with autocast(self.device):
+            out = self._encode_global_batch(batch)
+            labels, avoid = batch["label"], cfg.avoid_same_class
+            if cfg.avoid_same_cluster and self.pseudo_labels is not None:  # the last round's clusters
+                labels, avoid = self.pseudo_labels.to(self.device)[batch["index"]], True
+            loss, stats = stage_one_loss(self.model, out, labels, avoid, cfg.negatives)
+        optimizer_step(loss, [self.optimizer], self.scaler)
+        if self.average is not None:  # w_avg <- d w_avg + (1 - d) w, buffers (BatchNorm) too
+            self.average.update_parameters(self.model)
+        return stats | {"scale": self.model.scale.detach().clone()}
 
     def _encode_global_batch(self, batch: dict[str, torch.Tensor]) -> StageOneOutput:
         """Encode this process's clips. Distributed: the embeddings of the *global* batch (gathered

@@ -22,7 +22,8 @@ import torch
 from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel
 from dsol_lite.data.datasets import MULTI_SOURCE_KINDS, MultiSourceScenes, SoloPairs
-from dsol_lite.data.schema import read_manifest
+from dsol_lite.data.schema import DatasetManifest, read_manifest
+from dsol_lite.data.store import ClipStore
 from dsol_lite.dictionary import DictionaryRound, check_pairing, cluster_report
 from dsol_lite.errors import ConfigError, DataError, check_settings
 from dsol_lite.evaluate import class_maps_at_image, stage_two_maps
@@ -33,11 +34,11 @@ from dsol_lite.distributed import (Ranks, check_batch_size, gather_with_grad, me
 from dsol_lite.objectives import stage_two_loss
 from dsol_lite.objectives.dsol import stage_two_kl, stage_two_localization
 from dsol_lite.stage_one import StageOneConfig, build_stage_one
-from dsol_lite.training import (EpochRun, Interrupted, autocast, batch_order, check_finite, config_from_settings,
+from dsol_lite.training import (EpochRun, Interrupted, autocast, grad_scaler, batch_order, config_from_settings,
                                 iterate, optimizer_step, read_checkpoint, seed_everything, settings_fingerprint,
                                 to_device, world_fingerprint)
 
-_NOT_IN_FINGERPRINT = ("checkpoint_every", "num_workers", "cache", "prepared")
+_NOT_IN_FINGERPRINT = ("checkpoint_every", "prepared")
 
 
 @dataclass(frozen=True)
@@ -57,15 +58,12 @@ class StageTwoConfig:
     seed: int = 0
     eval_size: int | None = None  # multi-source validation and test (None: stage one's); see evaluation_size
     checkpoint_every: int = 100
-    num_workers: int = 0
-    cache: bool = True
     prepared: str | None = None  # a prepared cache of the dataset (dsol-lite cache)
-    device_augment: bool = False  # crop/flip/jitter whole batches on the device, not per item on the CPU
 
     def validate(self) -> "StageTwoConfig":
         check_settings(self, positive=("lr",), non_negative=("weight_decay", "loc_weight"),
                        at_least={"epochs": 1, "warmup_epochs": 0, "finetune_from": 0, "seed": 0,
-                                 "checkpoint_every": 1, "num_workers": 0, "eval_size": 32})
+                                 "checkpoint_every": 1, "eval_size": 32})
         if self.batch_size < 2:
             raise ConfigError(f"batch_size={self.batch_size}: negatives need at least 2 scenes per batch")
         if self.filter_silent and self.warmup_epochs >= self.epochs:
@@ -102,17 +100,16 @@ STAGE_TWO_PRESETS = {
     # multi-source scenes scored at the world's native 160 px: stage twos selected there scored lower validation
     # cocktails at 128 in all 8 runs checked (stage one is scored at 128)
     "quick": StageTwoConfig(epochs=6, warmup_epochs=0, eval_size=160, checkpoint_every=25),
-    "full": StageTwoConfig(epochs=5, warmup_epochs=1, num_workers=4, device_augment=True),
+    "full": StageTwoConfig(epochs=5, warmup_epochs=1),
     # DSOL on MUSIC: 2x2 scenes composed from solo clips (prepare-music --grid2x2), then the real duets;
     # the paper gives "a few epochs", the split 3 + 2 is ours
-    "music": StageTwoConfig(epochs=5, warmup_epochs=1, kinds=("grid2x2",), finetune_kinds=("duet",), finetune_from=3,
-                            num_workers=4, device_augment=True),
+    "music": StageTwoConfig(epochs=5, warmup_epochs=1, kinds=("grid2x2",), finetune_kinds=("duet",), finetune_from=3),
 }
 
 
 def distributed_stage_two_loss(ddp: torch.nn.Module, model: DSOLStageTwo, images: torch.Tensor,
                                spec: torch.Tensor, audio_probs: torch.Tensor, filter_silent: bool = True,
-                               loc_weight: float = 0.5) -> tuple[torch.Tensor, dict[str, float]]:
+                               loc_weight: float = 0.5) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Stage two's loss on one rank's share of the global batch (``ddp``: DDP over
     ``distributed.stage_two_part(model)``). The KL term is this rank's own scenes' mean (DDP's
     average over the ranks makes it the global batch mean); the localization term is computed on
@@ -122,8 +119,8 @@ def distributed_stage_two_loss(ddp: torch.nn.Module, model: DSOLStageTwo, images
     every = dataclasses.replace(s1, v_emb=gather_with_grad(s1.v_emb), a_emb=gather_with_grad(s1.a_emb))
     kl = stage_two_kl(out.visual_logits, audio_probs)
     loc = stage_two_localization(model.net, every)
-    agree = (out.visual_logits.argmax(1) == audio_probs.argmax(1)).float().mean().item()
-    stats = mean_over_ranks({"kl": kl.item(), "category_agreement": agree}, images.device) | {"loc": loc.item()}
+    agree = (out.visual_logits.argmax(1) == audio_probs.argmax(1)).float().mean()
+    stats = mean_over_ranks({"kl": kl.detach(), "category_agreement": agree}, images.device) | {"loc": loc.detach()}
     stats["loss"] = stats["kl"] + loc_weight * stats["loc"]
     return kl + loc_weight * loc, stats
 
@@ -167,23 +164,24 @@ def _stage_two_from_state(state: dict, path: Path, stage_one_cfg: StageOneConfig
     return model.eval()
 
 
-def cluster_to_class(world: str | Path, rnd: DictionaryRound) -> tuple[dict[int, int], dict]:
+def cluster_to_class(world: str | Path | ClipStore, rnd: DictionaryRound) -> tuple[dict[int, int], dict]:
     """Hungarian cluster -> class map from the stage-one training clips (for evaluation only)."""
-    labels = SoloPairs(world, "train").labels()
+    train = SoloPairs(world, "train")
+    labels = train.labels()
     if len(labels) != len(rnd.pseudo_labels):
-        raise DataError(Path(world), f"{len(labels)} training clips but dictionary round {rnd.round} has "
-                                     f"{len(rnd.pseudo_labels)} pseudo-labels: not the world stage one used")
-    classes = read_manifest(world).classes
+        raise DataError(train.manifest.root, f"{len(labels)} training clips but dictionary round {rnd.round} has "
+                                             f"{len(rnd.pseudo_labels)} pseudo-labels: not the world stage one used")
+    classes = train.classes
     report = cluster_report(rnd.pseudo_labels.numpy(), labels, rnd.dictionary.shape[0], len(classes))
     return report["mapping"], report
 
 
-def check_training_scenes(world: str | Path, cfg: StageTwoConfig, ranks: Ranks = Ranks()) -> None:
+def check_training_scenes(world: str | Path | DatasetManifest, cfg: StageTwoConfig, ranks: Ranks = Ranks()) -> None:
     """Refuse a batch that the ranks cannot share evenly, or larger than the world's training scenes
-    of the kinds ``cfg`` trains on. Reads only the manifest, so ``dsol-lite run`` can say it before
-    training stage one for minutes."""
+    of the kinds ``cfg`` trains on. Reads only the manifest (``world``: it, or the dataset folder),
+    so ``dsol-lite run`` can say it before training stage one for minutes."""
     check_batch_size(cfg.batch_size, ranks)
-    manifest = read_manifest(world)
+    manifest = world if isinstance(world, DatasetManifest) else read_manifest(world)
     for kinds in dict.fromkeys((cfg.kinds, cfg.finetune_kinds or cfg.kinds)):
         n = len(manifest.select("train", kinds))
         if n < cfg.batch_size:
@@ -194,25 +192,25 @@ def check_training_scenes(world: str | Path, cfg: StageTwoConfig, ranks: Ranks =
 class StageTwoTrainer(EpochRun):
     """Stage two in one process, or in several (``ranks``, as stage one: ``dsol_lite.distributed``)."""
 
-    def __init__(self, world: str | Path, run_dir: str | Path, stage_one_dir: str | Path, cfg: StageTwoConfig,
+    def __init__(self, world: str | Path | ClipStore, run_dir: str | Path, stage_one_dir: str | Path, cfg: StageTwoConfig,
                  device: torch.device | None = None, progress_bar: bool = True, ranks: Ranks = Ranks()) -> None:
-        self.cfg, self.world, self.run_dir = cfg.validate(), Path(world), Path(run_dir)
+        self.cfg, self.run_dir = cfg.validate(), Path(run_dir)
         self.device = device or default_device()
         self.progress_bar, self.ranks = progress_bar, ranks
-        check_training_scenes(world, cfg, ranks)
         self.stage_one_cfg, stage_one, self.round = load_stage_one(stage_one_dir, self.device)
         size, self.eval_size = self.stage_one_cfg.image_size, cfg.evaluation_size(self.stage_one_cfg)
         if cfg.prepared is not None and self.eval_size != size:
             raise ConfigError(f"stage two: eval_size={self.eval_size} with a prepared cache: the cache holds frames "
                               f"of one size ({size} px); set eval_size to none or to {size}")
-        self.train_sets = {kinds: MultiSourceScenes(world, "train", kinds, image_size=size, train=True, seed=cfg.seed,
-                                                    cache=cfg.cache, prepared=cfg.prepared,
-                                                    device_augment=cfg.device_augment)
+        self.store = ClipStore.open(world, cfg.prepared, size, self.device)  # the one stage one used, if open
+        manifest = self.store.manifest
+        check_training_scenes(manifest, cfg, ranks)
+        self.train_sets = {kinds: MultiSourceScenes(self.store, "train", kinds, image_size=size, train=True,
+                                                    seed=cfg.seed, device=self.device, masks=False)
                            for kinds in {cfg.kinds, cfg.finetune_kinds or cfg.kinds}}
-        self.val_set = MultiSourceScenes(world, "val", image_size=self.eval_size, cache=cfg.cache,
-                                         prepared=cfg.prepared)  # training crops at ``size``
+        self.val_set = MultiSourceScenes(self.store, "val", image_size=self.eval_size, device=self.device)
         self.train_set = self.train_sets[cfg.kinds]
-        self.mapping, _ = cluster_to_class(world, self.round)
+        self.mapping, _ = cluster_to_class(self.store, self.round)
         self.classes = self.train_set.classes
         seed_everything(cfg.seed)
         self.teacher = copy.deepcopy(stage_one).eval().requires_grad_(False)  # hears the mixture, frozen
@@ -221,11 +219,11 @@ class StageTwoTrainer(EpochRun):
             sync_batchnorm(self.model, self.device)
         self.log_mel = LogMel(AudioConfig()).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
+        self.scaler = grad_scaler(self.device)
         self.best = float("-inf")
         fingerprint = settings_fingerprint(cfg, _NOT_IN_FINGERPRINT, {"finetune_kinds": (), "finetune_from": 0,
-                                                                     "device_augment": False, "eval_size": None})
-        fingerprint["world"] = world_fingerprint(world)
+                                                                     "eval_size": None})
+        fingerprint["world"] = world_fingerprint(manifest)
         fingerprint["dictionary"] = f"round {self.round.round}:{self.round.digest}"
         self._open_run(self.run_dir, fingerprint, first_phase="train")
         self._ddp = None
@@ -257,24 +255,25 @@ class StageTwoTrainer(EpochRun):
         self.model.train()
         filter_silent = self.filtering(p.epoch)
         with self._bar(len(batches), p.step, "stage two") as bar:
-            for batch in iterate(self.train_set, self._my_share(batches), p.step, cfg.num_workers):
-                batch = to_device(batch, self.device)
-                spec = self.log_mel(batch["audio"])
-                target = self.audio_categories(spec)
-                with autocast(self.device):
-                    if self._ddp is None:
-                        out = self.model(batch["image"], spec, filter_silent=filter_silent)
-                        loss, stats = stage_two_loss(self.model, out, target, cfg.loc_weight)
-                    else:
-                        loss, stats = distributed_stage_two_loss(self._ddp, self.model, batch["image"], spec, target,
-                                                                 filter_silent, cfg.loc_weight)
-                check_finite(torch.tensor(stats["loss"]), f"epoch {p.epoch}, stage-two step {p.step}",
-                             self.ckpt.path("last"))
-                optimizer_step(loss, [self.optimizer], self.scaler)
-                self.log.write(epoch=p.epoch, phase="train", step=p.step, filter_silent=filter_silent, **stats)
-                bar.set_postfix(loss=f"{stats['loss']:.3f}", agree=f"{stats['category_agreement']:.2f}", refresh=False)
-                bar.update()
-                self._after_step()
+            for batch in iterate(self.train_set, self._my_share(batches), p.step):
+                stats = self.train_step(to_device(batch, self.device), filter_silent)
+                self._record(f"epoch {p.epoch}, stage-two step {p.step}",
+                             {"epoch": p.epoch, "phase": "train", "step": p.step, "filter_silent": filter_silent},
+                             stats, bar, ("loss", "category_agreement"))
+
+    def train_step(self, batch: dict[str, torch.Tensor], filter_silent: bool = True) -> dict[str, torch.Tensor]:
+        """One step on a batch of scenes (on the device); its statistics stay there."""
+        spec = self.log_mel(batch["audio"])
+        target = self.audio_categories(spec)
+        with autocast(self.device):
+            if self._ddp is None:
+                out = self.model(batch["image"], spec, filter_silent=filter_silent)
+                loss, stats = stage_two_loss(self.model, out, target, self.cfg.loc_weight)
+            else:
+                loss, stats = distributed_stage_two_loss(self._ddp, self.model, batch["image"], spec, target,
+                                                         filter_silent, self.cfg.loc_weight)
+        optimizer_step(loss, [self.optimizer], self.scaler)
+        return stats
 
     def evaluate(self, dataset: MultiSourceScenes, model: DSOLStageTwo | None = None) -> dict:
         """DSOL's multi-source protocol on a dataset (class maps from the Hungarian mapping)."""

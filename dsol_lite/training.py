@@ -10,13 +10,16 @@ Notebook: 02_stage_one (resuming, checkpoints), used by every later stage.
   skips the batches already done without loading them. With datasets whose items are seeded
   per ``(seed, epoch, index)`` (``data.datasets``), a resumed run is bitwise identical to an
   uninterrupted one on CPU.
-* **Steps** use mixed precision and ``channels_last`` on CUDA, plain float32 elsewhere; a
-  non-finite loss stops training with a message naming the step, before anything is saved.
+* **Steps** use mixed precision and ``channels_last`` on CUDA, plain float32 elsewhere. Their
+  logged numbers stay on the device and are read every ``LOG_EVERY`` steps (no wait for the
+  device per step); a non-finite loss stops training with a message naming the step, before
+  anything is saved.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import warnings
@@ -28,15 +31,15 @@ from typing import Any, ContextManager, Iterator, TypeVar
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from dsol_lite.data.augment import augment_batch
 from dsol_lite.distributed import Ranks, broadcast_from_main, shard
 from dsol_lite.errors import ConfigError, DataError, StorageError
 from dsol_lite.folders import exclusive
 
 T = TypeVar("T")
+LOG_EVERY = 25  # training steps between reads of the logged numbers from the device
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the message says where and what is kept."""
@@ -72,61 +75,22 @@ def sequential_batches(n: int, batch_size: int) -> list[list[int]]:
     return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
 
 
-@dataclass(frozen=True)
-class _Failed:
-    """A loader worker's ``DataError``, carried to the training process as data and raised there as
-    itself (a DataLoader would re-raise it as a bare ``RuntimeError`` holding the worker's traceback)."""
+def iterate(dataset: Dataset, batches: list[list[int]], start: int = 0) -> Iterator[dict]:
+    """Collated batches ``batches[start:]`` of ``dataset``: made whole by a clip-store dataset
+    (``data.datasets``, on its device), else collated item by item.
 
-    kind: type
-    path: str
-    problem: str
-
-
-class _Guarded(Dataset):
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, i: int) -> Any:
-        try:
-            return self.dataset[i]
-        except DataError as err:
-            return _Failed(type(err), err.path, err.problem)
-
-
-def _collate(items: list) -> Any:
-    failed = next((x for x in items if isinstance(x, _Failed)), None)
-    return failed if failed is not None else default_collate(items)
-
-
-def _raising(loader: DataLoader) -> Iterator[dict]:
-    for batch in loader:
-        if isinstance(batch, _Failed):
-            raise batch.kind(batch.path, batch.problem)
-        yield batch
-
-
-def iterate(dataset: Dataset, batches: list[list[int]], start: int = 0, num_workers: int = 0) -> Iterator[dict]:
-    """Collated batches ``batches[start:]`` of ``dataset``; a bad file met by a loader worker raises
-    the same ``DataError``, naming the file, as it would in this process.
-
-    The loader gets its own generator: otherwise creating it draws from the global torch RNG,
+    A DataLoader gets its own generator: otherwise creating it draws from the global torch RNG,
     and a resumed run would drift one draw away from an uninterrupted one.
     """
     if start >= len(batches):
         return iter(())
-    generator = torch.Generator().manual_seed(0)
-    if num_workers == 0:
-        return iter(DataLoader(dataset, batch_sampler=batches[start:], generator=generator))
-    return _raising(DataLoader(_Guarded(dataset), batch_sampler=batches[start:], num_workers=num_workers,
-                               collate_fn=_collate, generator=generator))
+    if hasattr(dataset, "batch"):  # a view of a clip store
+        return (dataset.batch(b) for b in batches[start:])
+    return iter(DataLoader(dataset, batch_sampler=batches[start:], generator=torch.Generator().manual_seed(0)))
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Move a batch to ``device`` (4-d tensors ``channels_last`` on CUDA); items made with
-    ``device_augment`` (they carry an ``augment`` entry) are augmented there, as one batch."""
+    """Move a batch to ``device`` (4-d tensors ``channels_last`` on CUDA)."""
     # not on CPU: with the weights in channels_last too, the quick stage-one step ran about 1.3x
     # faster on 2 cores, but stage one localized worse in each of four seeds (best val IoU@0.5
     # 0.560-0.670, against 0.720-0.845 in the default layout)
@@ -137,20 +101,61 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
         if channels_last and v.dim() == 4:
             v = v.contiguous(memory_format=torch.channels_last)
         out[k] = v
-    return augment_batch(out) if "augment" in out else out
+    return out
+
+
+def _half(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def autocast(device: torch.device):
-    """float16 autocast on CUDA (mixed precision); full float32 elsewhere."""
+    """Mixed precision on CUDA: bfloat16 where the GPU has it (Ampere and later), else float16;
+    full float32 elsewhere."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
+        return torch.autocast("cuda", dtype=_half(device))
     return nullcontext()
 
 
-def check_finite(loss: torch.Tensor, where: str, kept: Path | None) -> None:
-    if not torch.isfinite(loss):
-        keep = f"the last good checkpoint is {kept}" if kept and kept.exists() else "no checkpoint was written yet"
-        raise TrainingError(f"loss became {loss.item()} at {where}; training stopped, {keep}")
+def grad_scaler(device: torch.device) -> torch.amp.GradScaler | None:
+    """The loss scaler float16 needs (it reads the device every step to skip overflowing steps);
+    None with bfloat16, whose range needs none, and on the CPU."""
+    if device.type == "cuda" and _half(device) == torch.float16:
+        return torch.amp.GradScaler("cuda")
+    return None
+
+
+class StepRecords:
+    """The per-step log records of a training phase, their numbers kept on the device until
+    ``flush``: one wait for the device per flush, not one per step. ``flush`` writes them and stops
+    training at the first non-finite loss, naming its step (before anything is saved)."""
+
+    def __init__(self, log: "MetricsLog") -> None:
+        self.log, self.pending = log, []
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def add(self, where: str, record: dict[str, Any], stats: dict[str, torch.Tensor | float]) -> None:
+        """One step's host fields (``record``: epoch, phase, step, ...) and numbers (``stats``)."""
+        self.pending.append((where, record, stats))
+
+    def flush(self, kept: Path | None) -> dict[str, float]:
+        """Write the pending records; returns the last one's numbers ({} when none were pending)."""
+        if not self.pending:
+            return {}
+        numbers = [v for _, _, stats in self.pending for v in stats.values()]
+        device = next((v.device for v in numbers if isinstance(v, torch.Tensor)), torch.device("cpu"))
+        values = iter(torch.stack([torch.as_tensor(v, device=device).double() for v in numbers]).cpu().tolist())
+        pending, self.pending = self.pending, []
+        last = {}
+        for where, record, stats in pending:
+            last = {k: next(values) for k in stats}
+            if "loss" in last and not math.isfinite(last["loss"]):
+                keep = (f"the last good checkpoint is {kept}" if kept and kept.exists()
+                        else "no checkpoint was written yet")
+                raise TrainingError(f"loss became {last['loss']} at {where}; training stopped, {keep}")
+            self.log.write(**record, **last)
+        return last
 
 
 def optimizer_step(loss: torch.Tensor, optimizers: list[torch.optim.Optimizer],
@@ -304,11 +309,12 @@ class Checkpoints:
         return Progress(**payload["progress"])
 
 
-def world_fingerprint(world: Path) -> str:
-    """What identifies a dataset in a checkpoint's settings: name, clip count and generator fingerprint."""
-    from dsol_lite.data.schema import read_manifest
+def world_fingerprint(world: Any) -> str:
+    """What identifies a dataset in a checkpoint's settings: name, clip count and generator fingerprint
+    (``world``: its manifest, or its folder)."""
+    from dsol_lite.data.schema import DatasetManifest, read_manifest
 
-    manifest = read_manifest(world)
+    manifest = world if isinstance(world, DatasetManifest) else read_manifest(world)
     return f"{manifest.name}:{len(manifest.clips)}:{manifest.source.get('fingerprint', '')}"
 
 
@@ -353,6 +359,7 @@ class ResumableRun:
     def _open_run(self, run_dir: Path, fingerprint: dict[str, Any], first_phase: str = "localize") -> None:
         self.ckpt = Checkpoints(run_dir, fingerprint)
         self.log = MetricsLog(Path(run_dir) / "metrics.jsonl", enabled=self.ranks.is_main)
+        self.steps = StepRecords(self.log)
         self.progress = Progress(phase=first_phase)
         self._interrupt_after: int | None = None
         self.resumed = self.ckpt.path("last").exists()  # False: this object starts the run from its beginning
@@ -372,8 +379,26 @@ class ResumableRun:
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         pass
 
+    def _record(self, where: str, record: dict[str, Any], stats: dict[str, torch.Tensor | float], bar=None,
+                show: tuple[str, ...] = ("loss",)) -> None:
+        """Log one training step (its numbers are read from the device every ``LOG_EVERY`` steps and
+        at every save); the progress bar shows the ``show`` numbers of the last step written."""
+        self.steps.add(where, record, stats)
+        if bar is not None:
+            bar.update()
+        if len(self.steps) >= LOG_EVERY:
+            self._flush(bar, show)
+        self._after_step()
+
+    def _flush(self, bar=None, show: tuple[str, ...] = ("loss",)) -> None:
+        last = self.steps.flush(self.ckpt.path("last"))
+        if bar is not None and last:
+            bar.set_postfix({k: f"{last[k]:.3f}" for k in show if k in last}, refresh=False)
+
     def _save(self, name: str = "last", model: nn.Module | None = None) -> Path:
-        """Checkpoint ``model`` (default: the trained model) with this run's optimizers and progress."""
+        """Checkpoint ``model`` (default: the trained model) with this run's optimizers and progress,
+        after the steps logged so far are written (and checked finite)."""
+        self._flush()
         if not self.ranks.is_main:
             return self.ckpt.path(name)
         model = self.model if model is None else model

@@ -32,7 +32,7 @@ from dsol_lite.errors import ConfigError, DataError, StorageError
 from dsol_lite.folders import BusyError
 from dsol_lite.synth.config import preset
 from dsol_lite.synth.writer import generate_world, is_complete
-from dsol_lite.training import MetricsLog, atomic_torch_save, iterate
+from dsol_lite.training import MetricsLog, atomic_torch_save
 
 SMALL = {"solo": (8, 2, 2), "duet": (2, 0, 0), "cocktail": (2, 0, 0), "grid2x2": (2, 0, 0)}
 TINY_RUN = ["--set", "stage_one.width=8", "--set", "stage_one.image_size=64", "--set", "stage_one.eval_size=80",
@@ -239,14 +239,16 @@ def test_peer_methods_honour_set_and_prepared(tiny_world, tmp_path, capsys):
     assert (settings["width"], settings["epochs"], settings["image_size"], settings["steps_per_epoch"]) == (8, 1, 64, 2)
 
 
-# ---- I6b: a bad file met by a loader worker --------------------------------------------------
+# ---- I6b: a bad file, found before training starts ----------------------------------------------
 
-def test_a_loader_worker_reports_the_bad_file_itself(tiny_world, tmp_path):
+def test_a_missing_frame_is_named_before_anything_trains(tiny_world, tmp_path, capsys):
     world = Path(shutil.copytree(tiny_world, tmp_path / "w"))
     (world / "clips" / "solo-train-00003" / "frame_000.jpg").unlink()
-    data = SoloPairs(world, "train", image_size=64)
     with pytest.raises(DataError, match="solo-train-00003/frame_000.jpg: image file is missing"):
-        list(iterate(data, [[0, 1], [2, 3], [4, 5]], num_workers=1))
+        SoloPairs(world, "train", image_size=64)  # the store decodes the split when a dataset opens it
+    code = main(["run", "--world", str(world), "--runs", str(tmp_path / "r"), *TINY_RUN])
+    assert code == 2 and "frame_000.jpg: image file is missing" in _error(capsys)
+    assert not (tmp_path / "r" / "quick" / "stage_one" / "last.pt").exists()
 
 
 # ---- J8, J8d: --world that is not a world -------------------------------------------------------
@@ -274,7 +276,7 @@ def test_run_with_a_world_folder_that_is_not_a_dataset(tmp_path, capsys, monkeyp
     ("stage_two.warmup_epochs=2", "stage_two.warmup_epochs=2 with epochs=2: only epochs after the warm-up"),
     ("stage_one.image_size=0", "stage_one.image_size=0: must be a whole number >= 32"),
     ("stage_one.seed=-1", "stage_one.seed=-1: must be a whole number >= 0"),
-    ("stage_one.num_workers=-1", "stage_one.num_workers=-1: must be a whole number >= 0"),
+    ("stage_one.checkpoint_every=0", "stage_one.checkpoint_every=0: must be a whole number >= 1"),
     ("stage_two.fnac=1", "--set stage_two.fnac=1: expected stage_two.KEY=VALUE"),
 ])
 def test_impossible_settings_are_refused_up_front(tiny_world, tmp_path, capsys, setting, message):

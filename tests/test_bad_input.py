@@ -128,20 +128,22 @@ def test_invalid_json_and_missing_manifest(world_copy, tmp_path):
         read_manifest(world_copy)
 
 
-def test_dataset_reports_missing_and_broken_files_by_name(world_copy):
-    (world_copy / "clips" / "solo-test-00002" / "frame_000.jpg").unlink()
-    (world_copy / "clips" / "solo-test-00003" / "audio.wav").write_bytes(b"\x00" * 10)
-    data = SoloPairs(world_copy, "test", image_size=64)
+def test_dataset_reports_missing_and_broken_files_by_name(world_copy, tiny_world):
+    # the clip store decodes a split when a dataset first opens it: a bad file is named then, before training
+    frame = world_copy / "clips" / "solo-test-00002" / "frame_000.jpg"
+    frame.unlink()
     with pytest.raises(DataError, match="solo-test-00002/frame_000.jpg: image file is missing"):
-        data[2]
+        SoloPairs(world_copy, "test", image_size=64)
+    shutil.copy(tiny_world / "clips" / "solo-test-00002" / "frame_000.jpg", frame)
+    (world_copy / "clips" / "solo-test-00003" / "audio.wav").write_bytes(b"\x00" * 10)
     with pytest.raises(DataError, match="solo-test-00003/audio.wav: cannot decode audio"):
-        data[3]
+        SoloPairs(world_copy, "test", image_size=64)
 
 
 def test_audio_shorter_than_its_annotation_is_refused(world_copy):
     sf.write(world_copy / "clips" / "solo-test-00004" / "audio.wav", np.zeros(8000, np.float32), 16000)
     with pytest.raises(DataError, match="holds 8000 samples but its annotation says 32000"):
-        SoloPairs(world_copy, "test", image_size=64)[4]
+        SoloPairs(world_copy, "test", image_size=64)
 
 
 def test_a_split_without_clips_is_an_error(tmp_path):

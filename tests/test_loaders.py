@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from dsol_lite.config import default_device, is_quick
 from dsol_lite.data.audio import AudioConfig, LogMel, crop_window
-from dsol_lite.data.datasets import DecodedFiles, MultiSourceScenes, SoloPairs
+from dsol_lite.data.datasets import MultiSourceScenes, SoloPairs
 from dsol_lite.errors import ConfigError
 
 
@@ -59,41 +59,6 @@ def test_multi_source_items(tiny_world):
         n_objects = len(clip.frames[0].objects)
         assert int(item["present"].sum()) == n_objects
         assert torch.all((item["class_boxes"].flatten(1).sum(1) > 0) == (item["present"] > 0))
-
-
-@pytest.mark.filterwarnings("ignore:Empty filters detected")
-def test_decoded_files_are_shared_refreshed_when_rewritten_and_bounded(tmp_path):
-    files, loads = DecodedFiles(limit_bytes=2 * 800), []
-
-    def load(path):
-        loads.append(path.name)
-        return np.frombuffer(path.read_bytes(), dtype=np.uint8).copy()
-
-    a, b, c = (tmp_path / n for n in "abc")
-    for path, fill in ((a, 1), (b, 2), (c, 3)):
-        path.write_bytes(bytes([fill]) * 800)
-    first = files.get(a, (), lambda: load(a))
-    assert files.get(a, (), lambda: load(a)) is first and loads == ["a"]  # a second dataset: no decoding
-    assert files.get(a, ("other size",), lambda: load(a)) is not first  # decoded another way: its own entry
-    a.write_bytes(bytes([9]) * 801)  # rewritten: decoded again, not served stale
-    assert files.get(a, (), lambda: load(a))[0] == 9 and loads == ["a", "a", "a"]
-    files.get(b, (), lambda: load(b)), files.get(c, (), lambda: load(c))
-    assert files.nbytes <= files.limit_bytes and loads[-2:] == ["b", "c"]
-    files.get(a, (), lambda: load(a))  # the oldest entries went first
-    assert loads[-1] == "a"
-    with pytest.raises(FileNotFoundError):  # a missing file reaches the loader, which names it
-        files.get(tmp_path / "missing", (), lambda: load(tmp_path / "missing"))
-    files.clear()
-    assert files.nbytes == 0
-
-
-def test_cached_datasets_give_the_same_items_as_uncached_ones(tiny_world):
-    plain = SoloPairs(tiny_world, "val", image_size=64, cache=False)
-    for _ in range(2):  # the second dataset reads what the first one decoded
-        cached = SoloPairs(tiny_world, "val", image_size=64, cache=True)
-        for i in range(3):
-            x, y = plain[i], cached[i]
-            assert torch.equal(x["image"], y["image"]) and torch.equal(x["audio"], y["audio"])
 
 
 def test_log_mel_is_dsol_shaped_batched_and_close_to_librosa():

@@ -62,7 +62,7 @@ def test_music_preset_schedule_and_pipeline(music, tmp_path):
     assert preset.kinds_at(0) == ("grid2x2",) and preset.kinds_at(4) == ("duet",)
     s1 = StageOneConfig(width=4, image_size=64, batch_size=4, epochs=2, num_clusters=4, class_passes=1,
                         class_lr=0.0, checkpoint_every=1000)
-    s2 = dataclasses.replace(preset, batch_size=2, epochs=3, finetune_from=2, num_workers=0)
+    s2 = dataclasses.replace(preset, batch_size=2, epochs=3, finetune_from=2)
     run = run_pipeline("music", music, tmp_path / "runs", "m", torch.device("cpu"), False, s1, s2)
 
     records = [json.loads(line) for line in (run / "stage_two" / "metrics.jsonl").read_text().splitlines()]

@@ -208,7 +208,7 @@ def test_every_method_trains_and_gradients_reach_both_streams(tiny_world):
 
 def test_peer_training_resumes_bitwise(tiny_world, tmp_path):
     cfg = dataclasses.replace(PEER_PRESETS["quick"], method="alignment", width=8, image_size=64, epochs=2,
-                              batch_size=8, checkpoint_every=2, device_augment=True)  # batched augmentation too
+                              batch_size=8, checkpoint_every=2)
     cpu = torch.device("cpu")
     ref = PeerTrainer(tiny_world, tmp_path / "ref", cfg, cpu, progress_bar=False)
     ref.fit()
@@ -285,5 +285,3 @@ def test_fingerprint_keeps_only_the_method_s_own_settings(tiny_world):
     fnac = PeerConfig(method="fnac")
     equal_weights = dataclasses.replace(fnac, fnac_weights=(1.0, 1.0, 1.0))
     assert equal_weights.fingerprint(tiny_world) != fnac.fingerprint(tiny_world)
-    assert "device_augment" not in fp  # off: runs made before the option existed still resume
-    assert dataclasses.replace(base, device_augment=True).fingerprint(tiny_world)["device_augment"] is True

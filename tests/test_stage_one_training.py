@@ -204,10 +204,13 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_world, 
     real = stage_one_module.stage_one_loss
     calls = {"n": 0}
 
-    def poisoned(*args, **kwargs):
+    def poisoned(*args, **kwargs):  # the fifth loss (step 4) becomes NaN, as its logged value then is
         loss, stats = real(*args, **kwargs)
         calls["n"] += 1
-        return (loss * float("nan") if calls["n"] == 5 else loss), stats
+        if calls["n"] == 5:
+            loss = loss * float("nan")
+            stats = stats | {"loss": loss.detach()}
+        return loss, stats
 
     monkeypatch.setattr(stage_one_module, "stage_one_loss", poisoned)
     trainer = make(tiny_world, tmp_path)

@@ -95,7 +95,7 @@ def _write_cache(manifest: DatasetManifest, part: Path, image_size: int, shard_c
                 image = load_image(folder / f.file, (f.width, f.height))
                 frames.append(np.asarray(Image.fromarray(image).resize((image_size, image_size), Image.BILINEAR)))
             wave = load_audio(folder / clip.audio, manifest.sample_rate)
-            audio.append(np.round(np.clip(wave, -1, 1) * 32767).astype(np.int16))
+            audio.append(np.round(wave * 32768).clip(-32768, 32767).astype(np.int16))  # 16-bit files: exact
             clips[e.clip_id] = [s, rows, len(clip.frames), samples, len(wave)]
             rows, samples = rows + len(clip.frames), samples + len(wave)
         np.save(part / f"frames_{s:03d}.npy", np.stack(frames))
@@ -159,7 +159,7 @@ class PreparedCache:
 
     def waveform(self, clip_id: str) -> np.ndarray:
         shard, _, _, start, n = self._row(clip_id)
-        return self.arrays(shard)[1][start:start + n].astype(np.float32) / 32767
+        return self.arrays(shard)[1][start:start + n].astype(np.float32) / 32768
 
     def frames(self, clip_ids: list[str], ks: list[int]) -> np.ndarray:
         """A batch of frames (B, S, S, 3) uint8 in one gather per shard."""

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from dsol_lite.models.dsol import DSOLStageOne, DSOLStageTwo, StageOneOutput, StageTwoOutput
 
 
-def negative_partners(batch_size: int, labels: torch.Tensor | None = None,
-                      avoid_same_class: bool = False) -> torch.Tensor:
-    """For every audio ``i``, the frame ``j != i`` it is paired with as a negative.
+def negative_partners(batch_size: int, labels: torch.Tensor | None = None, avoid_same_class: bool = False,
+                      device: torch.device | str | None = None) -> torch.Tensor:
+    """For every audio ``i``, the frame ``j != i`` it is paired with as a negative (on ``device``).
 
     By default the next clip in the batch (``j = i + 1`` cyclically), so each audio is used
     twice. With ``avoid_same_class`` (needs ``labels``), the next clip of a *different* class;
@@ -30,9 +30,8 @@ def negative_partners(batch_size: int, labels: torch.Tensor | None = None,
     """
     if batch_size < 2:
         raise ValueError("stage-one training needs at least 2 clips per batch to form negatives")
-    idx = torch.arange(batch_size)
     if not avoid_same_class:
-        return (idx + 1) % batch_size
+        return (torch.arange(batch_size, device=device) + 1) % batch_size
     if labels is None:
         raise ValueError("avoid_same_class needs the class labels of the batch")
     labels = labels.cpu()
@@ -43,43 +42,52 @@ def negative_partners(batch_size: int, labels: torch.Tensor | None = None,
             if labels[j] != labels[i]:
                 partners[i] = j
                 break
-    return partners
+    return partners.to(device)
 
 
 def stage_one_loss(model: DSOLStageOne, out: StageOneOutput, labels: torch.Tensor | None = None,
-                   avoid_same_class: bool = False, negatives: str = "one") -> tuple[torch.Tensor, dict[str, float]]:
+                   avoid_same_class: bool = False, negatives: str = "one"
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """BCE of max-pooled maps: positives (i, i) -> 1, negatives (frame j, audio i), j != i -> 0.
 
     ``negatives="one"`` is DSOL: one partner frame per audio (``negative_partners``).
     ``negatives="all"`` pairs every audio with every other frame of the batch: still one visual
     forward, B - 1 negatives per audio, so many more locations get a gradient per step. The
     loss is the mean over positives plus the mean over negatives, halved (with one negative
-    per audio this is the plain mean of DSOL's doubled batch).
+    per audio this is the plain mean of DSOL's doubled batch). The statistics are 0-d tensors
+    on the model's device (reading them would wait for the device: ``float()`` them to print).
     """
     batch = out.a_emb.shape[0]
     pos = model.logit_maps(out.v_emb, out.a_emb).amax(dim=(1, 2))
     if negatives == "one":
-        partners = negative_partners(batch, labels, avoid_same_class).to(out.a_emb.device)
-        valid = partners >= 0
-        neg = model.logit_maps(out.v_emb[partners[valid]], out.a_emb[valid]).amax(dim=(1, 2))
+        partners = negative_partners(batch, labels, avoid_same_class, out.a_emb.device)
+        if avoid_same_class:  # some audios may have no partner of another class
+            valid = partners >= 0
+            neg = model.logit_maps(out.v_emb[partners[valid]], out.a_emb[valid]).amax(dim=(1, 2))
+        else:
+            neg = model.logit_maps(out.v_emb[partners], out.a_emb).amax(dim=(1, 2))
+        keep = torch.ones_like(neg, dtype=torch.bool)
     elif negatives == "all":
         if batch < 2:
             raise ValueError("stage-one training needs at least 2 clips per batch to form negatives")
-        every = model.scale * torch.einsum("jdhw,id->jihw", out.v_emb, out.a_emb).amax(dim=(2, 3))  # frame j, audio i
-        keep = ~torch.eye(batch, dtype=torch.bool, device=every.device)
+        neg = model.scale * torch.einsum("jdhw,id->jihw", out.v_emb, out.a_emb).amax(dim=(2, 3))  # frame j, audio i
+        keep = ~torch.eye(batch, dtype=torch.bool, device=neg.device)
         if avoid_same_class:
             if labels is None:
                 raise ValueError("avoid_same_class needs the class labels of the batch")
             keep &= labels[:, None] != labels[None, :]
-        neg = every[keep]
     else:
         raise ValueError(f"negatives={negatives!r}: use 'one' (DSOL) or 'all'")
+    weight = keep.to(pos.dtype)  # the mean over the kept pairs, without indexing (no wait for the device)
+    count = weight.sum()
     loss_pos = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos))
-    loss_neg = F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg)) if len(neg) else pos.sum() * 0
+    bce = F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="none")
+    loss_neg = (bce * weight).sum() / count.clamp(min=1)
     loss = 0.5 * (loss_pos + loss_neg)
     with torch.no_grad():
-        accuracy = 0.5 * ((pos > 0).float().mean() + ((neg <= 0).float().mean() if len(neg) else 1.0)).item()
-    return loss, {"loss": loss.item(), "match_acc": accuracy, "negatives": int(len(neg))}
+        right = ((neg <= 0).to(pos.dtype) * weight).sum() / count.clamp(min=1)
+        accuracy = 0.5 * ((pos > 0).to(pos.dtype).mean() + torch.where(count > 0, right, torch.ones_like(right)))
+    return loss, {"loss": loss.detach(), "match_acc": accuracy, "negatives": count.detach()}
 
 
 def quadrant_maxima(logit_maps: torch.Tensor) -> torch.Tensor:
@@ -97,14 +105,14 @@ def stage_two_localization(net: DSOLStageOne, s1: StageOneOutput) -> torch.Tenso
     """The BCE that keeps stage one's skill: own scene's global max -> 1; the audio against the next
     scene of the batch, pooled into its four quadrant maxima -> 0 each."""
     pos = net.logit_maps(s1.v_emb, s1.a_emb).amax(dim=(1, 2))
-    partners = negative_partners(s1.a_emb.shape[0]).to(s1.a_emb.device)
+    partners = negative_partners(s1.a_emb.shape[0], device=s1.a_emb.device)
     neg = quadrant_maxima(net.logit_maps(s1.v_emb[partners], s1.a_emb)).flatten()
     return 0.5 * (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos))
                   + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg)))
 
 
 def stage_two_loss(model: DSOLStageTwo, out: StageTwoOutput, audio_probs: torch.Tensor,
-                   loc_weight: float = 0.5) -> tuple[torch.Tensor, dict[str, float]]:
+                   loc_weight: float = 0.5) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """DSOL's stage-two objective. Notebook: 04_stage_two.
 
     The visual category distribution (softmax of the pooled class-aware maps) must match the
@@ -115,5 +123,5 @@ def stage_two_loss(model: DSOLStageTwo, out: StageTwoOutput, audio_probs: torch.
     loc = stage_two_localization(model.net, out.stage_one)
     loss = kl + loc_weight * loc
     with torch.no_grad():
-        agree = (out.visual_logits.argmax(1) == audio_probs.argmax(1)).float().mean().item()
-    return loss, {"loss": loss.item(), "kl": kl.item(), "loc": loc.item(), "category_agreement": agree}
+        agree = (out.visual_logits.argmax(1) == audio_probs.argmax(1)).float().mean()
+    return loss, {"loss": loss.detach(), "kl": kl.detach(), "loc": loc.detach(), "category_agreement": agree}

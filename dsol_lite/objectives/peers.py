@@ -25,13 +25,13 @@ def symmetric_info_nce(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return F.cross_entropy(logits, target), F.cross_entropy(logits.T, target)
 
 
-def ezvsl_loss(v_emb: torch.Tensor, a_emb: torch.Tensor, tau: float = 0.03) -> tuple[torch.Tensor, dict[str, float]]:
+def ezvsl_loss(v_emb: torch.Tensor, a_emb: torch.Tensor, tau: float = 0.03) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """EZ-VSL: multiple-instance InfoNCE, visual->audio plus audio->visual (summed, as in EZ-VSL)."""
     logits = mil_logits(v_emb, a_emb, tau)
     v2a, a2v = symmetric_info_nce(logits)
     loss = v2a + a2v
     acc = (logits.argmax(1) == torch.arange(len(logits), device=logits.device)).float().mean()
-    return loss, {"loss": loss.item(), "nce": loss.item(), "match_acc": acc.item()}
+    return loss, {"loss": loss.detach(), "nce": loss.detach(), "match_acc": acc}
 
 
 def foreground_embeddings(v_emb: torch.Tensor, a_emb: torch.Tensor, threshold: float = 0.6) -> torch.Tensor:
@@ -47,7 +47,7 @@ def foreground_embeddings(v_emb: torch.Tensor, a_emb: torch.Tensor, threshold: f
 
 def fnac_loss(v_emb: torch.Tensor, a_emb: torch.Tensor, tau: float = 0.03,
               weights: tuple[float, float, float] = (100.0, 100.0, 100.0),
-              fg_threshold: float = 0.6) -> tuple[torch.Tensor, dict[str, float]]:
+              fg_threshold: float = 0.6) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """FNAC = EZ-VSL + three false-negative-aware L1 terms between row-softmaxed similarity matrices.
 
     Two clips whose sounds are alike (or whose frames are alike) should not be pushed apart
@@ -65,7 +65,7 @@ def fnac_loss(v_emb: torch.Tensor, a_emb: torch.Tensor, tau: float = 0.03,
     """
     loss, stats = ezvsl_loss(v_emb, a_emb, tau)
     if not any(weights):
-        return loss, stats | {"fnac_aa": 0.0, "fnac_fg": 0.0, "fnac_vv": 0.0}
+        return loss, stats | {k: torch.zeros((), device=loss.device) for k in ("fnac_aa", "fnac_fg", "fnac_vv")}
     logits = mil_logits(v_emb, a_emb, tau)
     audio_sim = (a_emb @ a_emb.T / tau).softmax(1)
     fg = foreground_embeddings(v_emb, a_emb, fg_threshold)
@@ -75,7 +75,7 @@ def fnac_loss(v_emb: torch.Tensor, a_emb: torch.Tensor, tau: float = 0.03,
              "fnac_vv": F.l1_loss((pooled @ pooled.T / tau).softmax(1), logits.softmax(1))}
     for w, term in zip(weights, terms.values()):
         loss = loss + w * term
-    return loss, stats | {"loss": loss.item()} | {k: v.item() for k, v in terms.items()}
+    return loss, stats | {"loss": loss.detach()} | {k: v.detach() for k, v in terms.items()}
 
 
 def localization_similarity(v_emb: torch.Tensor, a_emb: torch.Tensor, epsilon: float = 0.65,
@@ -90,7 +90,7 @@ def localization_similarity(v_emb: torch.Tensor, a_emb: torch.Tensor, epsilon: f
 
 def alignment_loss(visual_views: list[tuple[torch.Tensor, torch.Tensor]],
                    audio_views: list[tuple[torch.Tensor, torch.Tensor]], tau: float = 0.07,
-                   epsilon: float = 0.65, tau_mask: float = 0.03) -> tuple[torch.Tensor, dict[str, float]]:
+                   epsilon: float = 0.65, tau_mask: float = 0.03) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Cross-modal alignment (Senocak et al., 2023), over every (image view, audio view) pairing.
 
     ``visual_views``: per view ``(v_emb (B, D, h, w), v_align (B, D))``; ``audio_views``: per view
@@ -104,16 +104,16 @@ def alignment_loss(visual_views: list[tuple[torch.Tensor, torch.Tensor]],
         loc = localization_similarity(v_emb, a_emb, epsilon, tau_mask) / tau
         loc_total = loc_total + sum(symmetric_info_nce(loc)) / 2
         align_total = align_total + sum(symmetric_info_nce(v_align @ a_align.T / tau)) / 2
-        acc += (loc.argmax(1) == torch.arange(len(loc), device=loc.device)).float().mean().item()
+        acc = acc + (loc.argmax(1) == torch.arange(len(loc), device=loc.device)).float().mean()
     loc_total, align_total = loc_total / len(pairs), align_total / len(pairs)
     loss = loc_total + align_total
-    return loss, {"loss": loss.item(), "loc": loc_total.item(), "align": align_total.item(),
+    return loss, {"loss": loss.detach(), "loc": loc_total.detach(), "align": align_total.detach(),
                   "match_acc": acc / len(pairs)}
 
 
 def avgn_loss(v_emb: torch.Tensor, class_emb: torch.Tensor, token_logits: torch.Tensor,
               presence_logits: torch.Tensor, labels: torch.Tensor, tau: float = 0.03,
-              weights: tuple[float, float] = (1.0, 1.0)) -> tuple[torch.Tensor, dict[str, float]]:
+              weights: tuple[float, float] = (1.0, 1.0)) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """AVGN on single-source clips with class ``labels (B,)``:
 
     * localization: EZ-VSL's multiple-instance InfoNCE between the frames and the class-specific
@@ -127,8 +127,8 @@ def avgn_loss(v_emb: torch.Tensor, class_emb: torch.Tensor, token_logits: torch.
     tokens = F.cross_entropy(token_logits.reshape(b * k, k), torch.arange(k, device=labels.device).repeat(b))
     present = F.binary_cross_entropy_with_logits(presence_logits, F.one_hot(labels, k).to(presence_logits.dtype))
     loss = loc + weights[0] * tokens + weights[1] * present
-    class_acc = (presence_logits.argmax(1) == labels).float().mean().item()
-    return loss, stats | {"loss": loss.item(), "tokens": tokens.item(), "classes": present.item(),
+    class_acc = (presence_logits.argmax(1) == labels).float().mean()
+    return loss, stats | {"loss": loss.detach(), "tokens": tokens.detach(), "classes": present.detach(),
                           "class_acc": class_acc}
 
 
