@@ -29,6 +29,6 @@ def test_gpu_throughput_runs_on_the_cpu(tiny_world, monkeypatch, capsys):
     out = capsys.readouterr().out
     for stage in ("stage one (localize): batch 8", "stage two: batch 8"):
         assert stage in out
-    ratios = [float(line.split()[2]) for line in out.splitlines() if line.strip().startswith("whole / model")]
+    ratios = [float(line.split()[3]) for line in out.splitlines() if line.strip().startswith("whole / model")]
     assert len(ratios) == 2 and all(r > 0 for r in ratios)
     assert "stage one fit, 1 epoch(s)" in out and "GPU busy: n/a (not a CUDA device)" in out
