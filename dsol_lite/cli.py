@@ -252,8 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="world -> stage one -> dictionary -> stage two -> evaluation -> report")
     r.add_argument("--method", default="dsol", type=_method_name,
                    help="dsol (default: the whole DSOL pipeline) or a peer: ezvsl, fnac, alignment, avgn")
-    r.add_argument("--preset", choices=("quick", "full", "music"),
-                   help="quick (default, on every device), full (GPU scale), music (prepared MUSIC given by --world)")
+    r.add_argument("--preset", choices=("quick", "full", "paper", "music"),
+                   help="quick (default, on every device), full (the same recipe at DSOL's scale, for a GPU), "
+                        "paper (DSOL's published settings), music (prepared MUSIC given by --world)")
     r.add_argument("--world", help="dataset folder (default: worlds/<preset>, generated there when missing)")
     r.add_argument("--runs", default="runs", help="where run folders go (default: runs)")
     r.add_argument("--name", help="run folder name (default: the preset); an existing run resumes")
@@ -278,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("stage-one", help="train DSOL's stage one only; runs on several GPUs under torchrun")
     o.add_argument("world", help="dataset folder (a synthetic world or prepared MUSIC)")
     o.add_argument("run_dir", help="checkpoints and metrics go here; an existing run resumes")
-    o.add_argument("--preset", choices=("quick", "full"), help="quick (default) or full")
+    o.add_argument("--preset", choices=("quick", "full", "paper"), help="quick (default), full or paper")
     o.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change one StageOneConfig setting, e.g. --set epochs=5 --set prepared=data/cache-224")
     o.add_argument("--device", help="cpu, cuda, mps (default: the best available; torchrun: one GPU per process)")

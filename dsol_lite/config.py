@@ -158,8 +158,17 @@ def _compact_figures() -> None:
     plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80})
 
 
-def setup_notebook(seed: int = 0) -> tuple[torch.device, bool]:
-    """Seed everything and print the device and mode (stable text, so nbval can compare it)."""
+def notebook_quick(full: bool = False) -> bool:
+    """A notebook's mode: quick unless it asks for full mode (its ``FULL`` parameter, or ``DSOL_QUICK=0``);
+    ``DSOL_QUICK=1`` keeps quick mode even then (the test suite runs every notebook that way)."""
+    if os.environ.get("DSOL_QUICK") == "1":
+        return True
+    return not full and is_quick()
+
+
+def setup_notebook(seed: int = 0, full: bool = False) -> tuple[torch.device, bool]:
+    """Seed everything, choose the mode (``notebook_quick(full)``) and print the device and mode
+    (stable text, so nbval can compare it). Returns ``(device, quick)``."""
     import random
 
     import numpy as np
@@ -168,6 +177,6 @@ def setup_notebook(seed: int = 0) -> tuple[torch.device, bool]:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    device, quick = default_device(), is_quick()
+    device, quick = default_device(), notebook_quick(full)
     print(f"device: {device.type} | mode: {'quick' if quick else 'full'}")
     return device, quick

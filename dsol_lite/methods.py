@@ -195,7 +195,7 @@ PEER_PRESETS = {
     # visual-visual similarities are informative from the first step.
     "quick": PeerConfig(width=16, image_size=128, epochs=8, lr=1e-3, fnac_weights=(1.0, 1.0, 1.0),
                         fnac_warmup_epochs=2, checkpoint_every=25),
-    "full": PeerConfig(imagenet=True, epochs=20, batch_size=128),
+    "full": PeerConfig(epochs=20, batch_size=128),  # from scratch, as DSOL's full preset (imagenet=True downloads)
     # notebook 06 in quick mode: 5 methods x 1 seed within a few CPU minutes (equal steps for all)
     # tau 0.2 for every contrastive loss: measured on EZ-VSL after these 100 steps, val IoU@0.5 0.125 with
     # tau 0.2 but 0.0 with 0.07 and 0.03 (the papers' values suit ImageNet-initialised features and long runs)

@@ -56,8 +56,10 @@ class PipelinePreset:
 PIPELINE_PRESETS = {
     "quick": PipelinePreset("quick", STAGE_ONE_PRESETS["quick"], STAGE_TWO_PRESETS["quick"]),
     "full": PipelinePreset("full", STAGE_ONE_PRESETS["full"], STAGE_TWO_PRESETS["full"]),
+    # DSOL's published settings on the full world (add --set stage_one.imagenet=false where nothing downloads)
+    "paper": PipelinePreset("full", STAGE_ONE_PRESETS["paper"], STAGE_TWO_PRESETS["paper"]),
     # prepared MUSIC (notebook 07): DSOL's stage one, stage two on 2x2 scenes then real duets
-    "music": PipelinePreset(None, STAGE_ONE_PRESETS["full"], STAGE_TWO_PRESETS["music"]),
+    "music": PipelinePreset(None, STAGE_ONE_PRESETS["paper"], STAGE_TWO_PRESETS["music"]),
 }
 
 

@@ -165,25 +165,22 @@ class StageOneConfig:
         return d | {"world": world_fingerprint(world)}
 
 
+_QUICK = StageOneConfig(width=16, image_size=128, epochs=16, lr=5e-4, lr_schedule="step", scale_lr_mult=20.0,
+                        class_passes=1, class_lr=0.0, rounds="best", negatives="all", mosaic=True, select_from=0.5,
+                        checkpoint_every=25)
 STAGE_ONE_PRESETS = {
-    # a narrow ResNet-18 at 128 px: minutes on a 2-core CPU
-    # measured on the quick world (see the issue notes and notebook 02): a 5x learning rate, all-pairs
-    # negatives, a scale that learns 100x faster than DSOL's and a frozen trunk during the pseudo-label phase
-    # localize far better within a CPU budget; 16 epochs with the trunk's rate at a tenth for the last 4;
-    # clustering only the epoch selected at the end (rounds="best", exact with the frozen trunk) keeps it within
-    # 6 minutes. The rate was 1e-3 (scale 10x) before: on ten fresh draws each, 5e-4 (scale 20x) gives the same
-    # solo IoU@0.5 (0.678 against 0.677), a steadier dictionary (NMI under 0.85 in 1 draw against 5) and better
-    # cocktails (CIoU@0.3 0.741 against 0.619). Frames tiled 2 x 2 (mosaic, not in DSOL) raised solo IoU@0.5 on
-    # the same ten draws from 0.678 to 0.800; its maps peak sooner, so epochs of the first half, whose features
-    # are not yet class-like, are not selected (select_from=0.5; with it the ten draws' mean is 0.802, and their
-    # cocktails through stage two CIoU@0.3 0.807, all ten >= 0.7). Validated, clustered and tested at the training
-    # size (eval_size=None: 128 px) rather than the world's native 160, the same ten draws score 0.838 (8 of ten
-    # >= 0.8, the lowest 0.790; best val 0.840 against 0.779). A moving average of the weights (ema_decay=0.995)
-    # was measured on ten draws and left off: notebooks/results/findings.md
-    "quick": StageOneConfig(width=16, image_size=128, epochs=16, lr=5e-4, lr_schedule="step",
-                            scale_lr_mult=20.0, class_passes=1, class_lr=0.0, rounds="best", negatives="all",
-                            mosaic=True, select_from=0.5, checkpoint_every=25),
-    "full": StageOneConfig(imagenet=True),
+    # the course's recipe, a narrow ResNet-18 at 128 px: minutes on a 2-core CPU. It departs from DSOL where
+    # the quick world's validation split asked for it (notebook 02, section 1; notebooks/results/findings.md):
+    # every other frame of the batch as a negative, frames tiled 2 x 2 (the mosaic), a scale that learns 20x
+    # faster, the trunk frozen while the pseudo-label heads learn (so one clustering round, for the selected
+    # epoch), the trunk's rate at a tenth for the last quarter, and no epoch of the first half selected
+    "quick": _QUICK,
+    # the same recipe at DSOL's size (the real ResNet-18, 224-px crops of the 256-px full world), from scratch:
+    # ImageNet weights help photographs, not the synthetic shapes, and need a download (imagenet=True adds them)
+    "full": dataclasses.replace(_QUICK, width=64, image_size=224, checkpoint_every=100),
+    # DSOL's published settings, unchanged (lr 1e-4, one negative per audio, the trunk trained on the
+    # pseudo-labels in every round, ImageNet weights): for MUSIC, and to see what they do on the synthetic world
+    "paper": StageOneConfig(imagenet=True),
 }
 
 

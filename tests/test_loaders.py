@@ -103,6 +103,20 @@ def test_quick_mode_switch(monkeypatch):
         is_quick()
 
 
+def test_a_notebook_is_quick_unless_it_asks_for_full_mode(monkeypatch):
+    from dsol_lite.config import notebook_quick
+
+    monkeypatch.delenv("DSOL_QUICK", raising=False)
+    for gpu in ("cuda", "mps"):  # a GPU alone never switches a notebook to full mode
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu == "cuda")
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: gpu == "mps")
+        assert default_device().type == gpu and notebook_quick() and not notebook_quick(full=True)
+    monkeypatch.setenv("DSOL_QUICK", "0")
+    assert not notebook_quick()
+    monkeypatch.setenv("DSOL_QUICK", "1")  # the test suite: quick even where a notebook asks for full mode
+    assert notebook_quick(full=True)
+
+
 @pytest.mark.skipif(os.environ.get("CI") != "true", reason="only meaningful on CI")
 def test_ci_runs_in_quick_mode():
     """CI must run the notebooks in quick mode; notebooks print the mode and nbval compares it."""
