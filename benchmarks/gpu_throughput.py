@@ -101,20 +101,22 @@ def report(stage: str, batch: int, model: float, whole: float, steps: int, busy:
     print(f"  whole / model  {whole / model:9.2f}   {busy.summary()}")
 
 
-def stage_one(trainer: StageOneTrainer, device: torch.device, repeats: int) -> None:
+def time_stage(name: str, trainer, step, epoch, device: torch.device, repeats: int) -> None:
+    """The trainer's ``step`` on one batch already on the device, repeated, against one ``epoch`` of its
+    training loop (batches from the clip store, logging, checkpoints)."""
     cfg = trainer.cfg
     batch = to_device(trainer.train_set.batch(list(range(cfg.batch_size))), device)
     trainer.model.train()
-    model = clips_per_second(lambda: trainer.localize_step(batch), cfg.batch_size, device, repeats)
+    model = clips_per_second(lambda: step(batch), cfg.batch_size, device, repeats)
     steps = len(batch_order(len(trainer.train_set), cfg.batch_size, cfg.seed, 0, 0))
     with BusySampler(device) as busy:
         wait(device)
         start = time.perf_counter()
-        trainer._localize()  # the loop fit runs: batches from the store, logging, checkpoints
+        epoch()
         trainer._flush()
         wait(device)
         seconds = time.perf_counter() - start
-    report("stage one (localize)", cfg.batch_size, model, steps * cfg.batch_size / seconds, steps, busy)
+    report(name, cfg.batch_size, model, steps * cfg.batch_size / seconds, steps, busy)
 
 
 def fake_stage_one_result(trainer: StageOneTrainer) -> None:
@@ -125,22 +127,6 @@ def fake_stage_one_result(trainer: StageOneTrainer) -> None:
     trainer.pseudo_labels = torch.arange(len(trainer.train_set)) % trainer.k
     trainer._save("best")
     trainer._write_round("dictionary.pt")
-
-
-def stage_two(trainer: StageTwoTrainer, device: torch.device, repeats: int) -> None:
-    cfg = trainer.cfg
-    batch = to_device(trainer.train_set.batch(list(range(cfg.batch_size))), device)
-    trainer.model.train()
-    model = clips_per_second(lambda: trainer.train_step(batch), cfg.batch_size, device, repeats)
-    steps = len(batch_order(len(trainer.train_set), cfg.batch_size, cfg.seed, 0, 0))
-    with BusySampler(device) as busy:
-        wait(device)
-        start = time.perf_counter()
-        trainer._train_epoch()
-        trainer._flush()
-        wait(device)
-        seconds = time.perf_counter() - start
-    report("stage two", cfg.batch_size, model, steps * cfg.batch_size / seconds, steps, busy)
 
 
 def main() -> None:
@@ -165,10 +151,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as run:
         one = StageOneTrainer(store, Path(run) / "stage_one", s1, device, progress_bar=False)
         print(f"stores and models ready in {time.perf_counter() - start:.1f} s (decoding included, not timed below)")
-        stage_one(one, device, args.repeats)
+        time_stage("stage one (localize)", one, one.localize_step, one._localize, device, args.repeats)
         fake_stage_one_result(one)
         two = StageTwoTrainer(store, Path(run) / "stage_two", Path(run) / "stage_one", s2, device, progress_bar=False)
-        stage_two(two, device, args.repeats)
+        time_stage("stage two", two, two.train_step, two._train_epoch, device, args.repeats)
         if args.fit_epochs:
             fit(store, Path(run) / "fit", dataclasses.replace(s1, epochs=args.fit_epochs), device)
 

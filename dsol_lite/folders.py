@@ -9,9 +9,10 @@ Notebook: 00_setup_and_data (where the world goes and what ``--overwrite`` may r
 * ``check_replaceable(out, kind)`` lets ``--overwrite`` replace only a folder the package wrote
   (recognised by its manifest) or an empty one, and never the current folder, one of its parents,
   or a folder that holds (or lies inside) an input of the command.
-* ``new_folder(out)`` and ``swap_in(new, out)`` write the replacement beside the target and then
-  swap it in with two renames; ``recover(out)``, run under the lock, finishes a swap that a kill
-  interrupted. So a kill leaves either the old folder or the new one complete, never a mix.
+* ``write_folder(out, what, write)`` writes the replacement beside the target (``new_folder``) and
+  swaps it in with two renames (``swap_in``); ``recover(out)``, run under the lock first, finishes
+  a swap that a kill interrupted. So a kill leaves either the old folder or the new one complete,
+  never a mix.
 * ``write_text(path, text)`` writes a file the same way: a temporary file, then a rename.
 """
 
@@ -193,6 +194,26 @@ def swap_in(new: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def write_folder(out: str | Path, what: str, write: Callable[[Path], None],
+                 done: Callable[[], bool] = lambda: False) -> bool:
+    """Write the folder ``out`` whole or not at all: under its lock, finish what a killed writer left
+    (``recover``), then, unless ``done()`` says it is already there, ``write`` a new folder beside it and
+    swap it in. Returns whether it wrote. ``what`` names the folder's content for a busy lock's message."""
+    out = Path(out)
+    with exclusive(out, what):
+        recover(out)
+        if done():
+            return False
+        new = new_folder(out)
+        try:
+            write(new)
+            swap_in(new, out)
+        except BaseException:
+            recover(out)
+            raise
+    return True
+
+
 def recover(out: Path) -> None:
     """Under ``exclusive(out)``: finish what a killed writer left. A folder swapped out but not yet
     replaced goes back to ``out``; every other leftover of this folder's writers is removed."""
@@ -209,4 +230,5 @@ def recover(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-__all__ = ["BusyError", "exclusive", "write_text", "check_replaceable", "new_folder", "swap_in", "recover", "is_empty_folder"]
+__all__ = ["BusyError", "exclusive", "write_text", "check_replaceable", "write_folder", "new_folder", "swap_in",
+           "recover", "is_empty_folder"]

@@ -36,7 +36,7 @@ from dsol_lite.data.audio import load_audio
 from dsol_lite.data.images import load_image
 from dsol_lite.data.schema import CLIP_FILE, MANIFEST_FILE, DatasetManifest, read_clip, read_manifest, write_json
 from dsol_lite.errors import ConfigError, DataError
-from dsol_lite.folders import check_replaceable, exclusive, new_folder, read_json_or_none, recover, swap_in
+from dsol_lite.folders import check_replaceable, read_json_or_none, write_folder
 
 CACHE_SCHEMA = "dsol_lite.cache/2"
 CACHE_FILE = "cache.json"
@@ -68,15 +68,7 @@ def build_cache(root: str | Path, out: str | Path, image_size: int, shard_clips:
     if image_size < 16:
         raise ConfigError(f"image_size={image_size}: too small for a cache")
     check_replaceable(out, "prepared cache", is_cache, inputs=(manifest.root,))
-    with exclusive(out, "a prepared cache"):
-        recover(out)
-        part = new_folder(out)
-        try:
-            _write_cache(manifest, part, image_size, shard_clips, progress)
-            swap_in(part, out)
-        except BaseException:
-            recover(out)
-            raise
+    write_folder(out, "a prepared cache", lambda part: _write_cache(manifest, part, image_size, shard_clips, progress))
     return out
 
 

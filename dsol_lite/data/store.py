@@ -58,6 +58,7 @@ class SplitTensors:
     frame_wh: torch.Tensor  # (F, 2) int64: the width and height the boxes are given in
     annotated: torch.Tensor  # (F,) bool: frame.objects is not None
     boxes: torch.Tensor  # (F, M, 6) int64
+    norm_boxes: torch.Tensor  # (F, M, 4) float64: real boxes' normalised x1, y1, x2, y2 (NaN: a pixel box)
     audio: torch.Tensor  # (T,) int16 or float32
     audio_start: torch.Tensor  # (C,) int64
     audio_length: torch.Tensor  # (C,) int64
@@ -114,20 +115,24 @@ def load_split(manifest: DatasetManifest, split: str, cache: PreparedCache | Non
     with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
         decoded = list(pool.map(lambda c: _decode_clip(manifest, c, frame_size, cache), clips))
     classes = {name: k for k, name in enumerate(manifest.classes)}
-    frames = [f for images, _ in decoded for f in images]
-    n = frame_size or (frames[0].shape[0] if frames else 1)
-    boxes = [[[*o.box, classes[o.label], int(o.sounding)] for o in f.objects or ()] for c in clips for f in c.frames]
-    most = max((len(b) for b in boxes), default=0)
-    box_t = torch.full((len(boxes), max(most, 1), 6), -1, dtype=torch.int64)
-    for i, b in enumerate(boxes):
-        if b:
-            box_t[i, :len(b)] = torch.tensor(b)
+    images = [image for frames, _ in decoded for image in frames]
+    annotations = [f for c in clips for f in c.frames]
+    most = max((len(f.objects or ()) for f in annotations), default=0)
+    boxes = torch.full((len(annotations), max(most, 1), 6), -1, dtype=torch.int64)
+    norm_boxes = torch.full((len(annotations), max(most, 1), 4), float("nan"), dtype=torch.float64)
+    for i, f in enumerate(annotations):
+        for j, o in enumerate(f.objects or ()):
+            boxes[i, j] = torch.tensor([*o.box, classes[o.label], int(o.sounding)])
+            if o.norm_box is not None:
+                norm_boxes[i, j] = torch.tensor(o.norm_box, dtype=torch.float64)
     waves = [w for _, w in decoded]
     lengths = torch.tensor([len(w) for w in waves], dtype=torch.int64)
     waves.append(np.zeros(TAIL_SECONDS * manifest.sample_rate, np.float32))  # room for a window past the last clip
-    exact = all(np.array_equal(np.round(w * PCM16), w * PCM16) and np.abs(w).max(initial=0) <= 1 for w in waves)
-    audio = (torch.from_numpy(np.round(np.concatenate(waves) * PCM16).clip(-32768, 32767).astype(np.int16)) if exact
-             else torch.from_numpy(np.concatenate(waves).astype(np.float32)))
+    wave = np.concatenate(waves)
+    if np.array_equal(np.round(wave * PCM16), wave * PCM16) and np.abs(wave).max(initial=0) <= 1:
+        audio = torch.from_numpy(np.round(wave * PCM16).clip(-32768, 32767).astype(np.int16))  # 16-bit files: exact
+    else:
+        audio = torch.from_numpy(wave.astype(np.float32))
     counts = torch.tensor([len(c.frames) for c in clips], dtype=torch.int64)
     sounding = torch.zeros(len(clips), len(manifest.classes))
     label = torch.full((len(clips),), -1, dtype=torch.int64)
@@ -136,16 +141,17 @@ def load_split(manifest: DatasetManifest, split: str, cache: PreparedCache | Non
         sounding[i, heard] = 1
         if len(heard) == 1:
             label[i] = heard[0]
+    n = frame_size or (images[0].shape[0] if images else 1)
     return SplitTensors(
         clips=clips,
-        frames=torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous() if frames
-        else torch.zeros(0, 3, n, n, dtype=torch.uint8),
+        frames=(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous() if images
+                else torch.zeros(0, 3, n, n, dtype=torch.uint8)),
         frame_start=torch.cumsum(counts, 0) - counts, frame_count=counts,
-        frame_time=torch.tensor([f.time for c in clips for f in c.frames], dtype=torch.float64),
-        frame_wh=torch.tensor([[f.width, f.height] for c in clips for f in c.frames], dtype=torch.int64).view(-1, 2),
-        annotated=torch.tensor([f.objects is not None for c in clips for f in c.frames], dtype=torch.bool),
-        boxes=box_t, audio=audio, audio_start=torch.cumsum(lengths, 0) - lengths, audio_length=lengths,
-        sounding=sounding, label=label, row={c.clip_id: i for i, c in enumerate(clips)})
+        frame_time=torch.tensor([f.time for f in annotations], dtype=torch.float64),
+        frame_wh=torch.tensor([[f.width, f.height] for f in annotations], dtype=torch.int64).view(-1, 2),
+        annotated=torch.tensor([f.objects is not None for f in annotations], dtype=torch.bool),
+        boxes=boxes, norm_boxes=norm_boxes, audio=audio, audio_start=torch.cumsum(lengths, 0) - lengths,
+        audio_length=lengths, sounding=sounding, label=label, row={c.clip_id: i for i, c in enumerate(clips)})
 
 
 def nearest_rows(out_size: int, in_size: torch.Tensor) -> torch.Tensor:
@@ -157,14 +163,23 @@ def nearest_rows(out_size: int, in_size: torch.Tensor) -> torch.Tensor:
                          in_size[:, None] - 1)
 
 
-def box_masks(boxes: torch.Tensor, frame_wh: torch.Tensor, size: int) -> torch.Tensor:
-    """Rasters ``(B, M, S, S)`` bool of each frame's boxes at ``size`` x ``size``: exactly the box
-    masks drawn at the annotated size and resized with nearest-neighbour (the evaluation path)."""
+def box_masks(boxes: torch.Tensor, frame_wh: torch.Tensor, size: int,
+              norm_boxes: torch.Tensor | None = None) -> torch.Tensor:
+    """Rasters ``(B, M, S, S)`` bool of each frame's boxes at ``size`` x ``size``. A pixel box (the
+    synthetic world's, exact) is drawn at the annotated size and resized with nearest-neighbour;
+    a real box with its file's normalised coordinates (``norm_boxes``, not NaN) is drawn as DSOL's
+    evaluation does, ``mask[int(y1 S):int(y2 S), int(x1 S):int(x2 S)] = 1``."""
     ys = nearest_rows(size, frame_wh[:, 1])  # (B, S) source row of each output row
     xs = nearest_rows(size, frame_wh[:, 0])
     x1, y1, x2, y2 = (boxes[..., k, None] for k in range(4))  # (B, M, 1)
     inside_y = (ys[:, None] >= y1) & (ys[:, None] < y2)  # (B, M, S)
     inside_x = (xs[:, None] >= x1) & (xs[:, None] < x2)
+    if norm_boxes is not None:
+        real = ~torch.isnan(norm_boxes[..., :1])  # (B, M, 1)
+        edges = torch.trunc(torch.nan_to_num(norm_boxes) * size).long()  # Python's int(): towards zero
+        pixel = torch.arange(size, device=boxes.device)
+        inside_y = torch.where(real, (pixel >= edges[..., 1, None]) & (pixel < edges[..., 3, None]), inside_y)
+        inside_x = torch.where(real, (pixel >= edges[..., 0, None]) & (pixel < edges[..., 2, None]), inside_x)
     return inside_y[..., :, None] & inside_x[..., None, :] & (boxes[..., 4, None, None] >= 0)
 
 

@@ -26,8 +26,7 @@ from dsol_lite.data.schema import (CLIP_FILE, MANIFEST_FILE, NOISE_LABEL, ClipAn
                                    DatasetManifest, FrameAnnotation, ObjectAnnotation, SourceAnnotation,
                                    clip_to_json, read_manifest, write_json)
 from dsol_lite.errors import ConfigError
-from dsol_lite.folders import (check_replaceable, exclusive, is_empty_folder, new_folder, read_json_or_none, recover,
-                               swap_in)
+from dsol_lite.folders import check_replaceable, is_empty_folder, read_json_or_none, write_folder
 from dsol_lite.synth.classes import CLASS_NAMES
 from dsol_lite.synth.config import KINDS, SPLITS, WorldConfig
 from dsol_lite.synth.scenes import Scene, make_scene
@@ -130,17 +129,8 @@ def generate_world(cfg: WorldConfig, out: str | Path, workers: int | None = None
                           f"choose another folder or pass overwrite=True (--overwrite)")
     if overwrite:
         check_replaceable(out, "synthetic world", is_generated_world)
-    with exclusive(out, f"world {cfg.name!r}"):
-        recover(out)
-        if is_complete(out, cfg) and not overwrite:  # another process finished it meanwhile
-            return out
-        tmp = new_folder(out)
-        try:
-            _write_world(cfg, tmp, workers, progress, chunk)
-            swap_in(tmp, out)
-        except BaseException:
-            recover(out)
-            raise
+    write_folder(out, f"world {cfg.name!r}", lambda tmp: _write_world(cfg, tmp, workers, progress, chunk),
+                 done=lambda: not overwrite and is_complete(out, cfg))  # another process may have finished it
     return out
 
 
@@ -175,4 +165,5 @@ def manifest_summary(root: str | Path) -> dict[str, dict[str, int]]:
     return table
 
 
-__all__ = ["generate_world", "write_scene", "scene_annotation", "is_complete", "is_generated_world", "clip_id", "manifest_summary"]
+__all__ = ["generate_world", "write_scene", "scene_annotation", "is_complete", "is_generated_world", "clip_id",
+           "manifest_summary"]
