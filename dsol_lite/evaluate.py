@@ -44,13 +44,17 @@ def mean_box_area(dataset: ClipDataset) -> float:
 
 
 def evaluate_single_source(maps: torch.Tensor, gt: torch.Tensor, prior_area: float, seed: int = 0) -> dict:
-    """Both single-source protocols for a model and for the centre-prior and random baselines."""
+    """Both single-source protocols for a model's maps ``(N, h, w)`` on its grid and for the
+    centre-prior and random baselines. Each protocol upsamples a grid map as its code does (DSOL
+    with ``align_corners=False``, EZ-VSL with ``True``); the centre prior is made at image size."""
     n, size = gt.shape[0], gt.shape[-1]
-    candidates = {"model": upsample(maps, size), "centre prior": centre_prior(n, size, prior_area),
-                  "random": random_maps(n, maps.shape[-1], size, seed)}
+    prior = centre_prior(n, size, prior_area)
+    grids = {"model": maps, "centre prior": None, "random": random_maps(n, maps.shape[-1], seed)}
     table = {}
-    for name, m in candidates.items():
-        dsol, ez = dsol_single_source(m, gt), ezvsl(m, gt)
+    for name, grid in grids.items():
+        dsol_maps = prior if grid is None else upsample(grid, size)
+        ezvsl_maps = prior if grid is None else upsample(grid, size, align_corners=True)
+        dsol, ez = dsol_single_source(dsol_maps, gt), ezvsl(ezvsl_maps, gt)
         table[name] = {"dsol_iou@0.5": dsol["iou@0.5"], "dsol_auc": dsol["auc"],
                        "ezvsl_ciou@0.5": ez["ciou@0.5"], "ezvsl_auc": ez["auc"],
                        "_dsol": dsol, "_ezvsl": ez}

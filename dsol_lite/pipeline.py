@@ -86,11 +86,16 @@ def ensure_world(world: Path, preset_name: str | None, progress: bool = True) ->
 
 
 def _multi_row(maps: dict, mapping: dict[int, int], num_classes: int, avgn: bool = True,
-               rel: float = 0.5) -> tuple[dict, torch.Tensor]:
-    """One table row (DSOL multi-source, and AVGN-style unless ``avgn=False``) and the class maps."""
+               rel: float = 0.5, real: bool = False) -> tuple[dict, torch.Tensor]:
+    """One table row (DSOL multi-source, and AVGN-style unless ``avgn=False``) and the class maps.
+    ``real`` (MUSIC duets): also NSA over the classes the video does not list (``nsa_not_heard``) and
+    DSOL's CIoU@0.3 scored on each source's own half of the frame (``halves_ciou@0.3``, later papers)."""
     up = class_maps_at_image(maps, mapping, num_classes)
     dsol = dsol_multi_source(up, maps["class_boxes"], maps["sounding"], rel)
     row = {"ciou@0.3": dsol["ciou@0.3"], "auc": dsol["auc"], "nsa": dsol["nsa"]}
+    if real:
+        halves = dsol_multi_source(up, maps["class_boxes"], maps["sounding"], rel, halves=True)
+        row |= {"nsa_not_heard": dsol["nsa_not_heard"], "halves_ciou@0.3": halves["ciou@0.3"]}
     if avgn:
         a = avgn_multi_source(up, maps["class_boxes"], maps["sounding"])
         row |= {"avgn_ciou@0.3": a["ciou@0.3"], "cap": a["cap"], "piap": a["piap"]}
@@ -138,7 +143,7 @@ def evaluate_run(world: str | Path | ClipStore, run_dir: str | Path,
         raw1 = stage_two_maps(untrained, scenes, log_mel, device, filter_silent=False)
         m = with_silent_filter(raw2)
         rows = {}
-        rows["DSOL stage two"], up = _multi_row(m, mapping, k, rel=rel)
+        rows["DSOL stage two"], up = _multi_row(m, mapping, k, rel=rel, real=manifest.name == "MUSIC")
         rows["stage two, no silent filter"], _ = _multi_row(raw2, mapping, k, rel=rel)
         rows["stage-one dictionary, untrained"], _ = _multi_row(with_silent_filter(raw1), mapping, k, rel=rel)
         # unfiltered and untrained, these maps never hear the mixture: a class detector, which CIoU (scored
@@ -239,7 +244,8 @@ def _run_stages(preset: str, world: ClipStore, run_dir: Path, device: torch.devi
     seconds["evaluate"] = time.perf_counter() - start
     manifest = world.manifest
     results["setup"] = {"world": str(manifest.root), "classes": len(manifest.classes), "preset": preset,
-                        "device": device.type, "seconds": seconds, "fresh": fresh, "round": results["dictionary"]["round"],
+                        "device": device.type, "seconds": seconds, "fresh": fresh,
+                        "round": results["dictionary"]["round"],
                         "nmi": results["dictionary"]["nmi"], "purity": results["dictionary"]["purity"]}
     write_text(run_dir / "metrics.json", json.dumps(results, indent=2, sort_keys=True, default=float))
     write_report(run_dir, results, figures)

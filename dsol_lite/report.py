@@ -255,22 +255,28 @@ def write_report(run_dir: str | Path, results: dict, figures: dict[str, plt.Figu
                  targets_table(course_targets(results)), ""]
     text += [
             "## Single source (test solo scenes, silent distractors included)", "",
-            "DSOL protocol: region = map > 0.1 x max, IoU with the GT box; EZ-VSL: min-max normalised, "
-            "above the median, cIoU. Checkpoints chosen on val.", "",
+            "DSOL protocol (`dsol_`): the map resized with the half-pixel convention, region = map > 0.1 x max, "
+            "IoU with the GT box. EZ-VSL protocol (`ezvsl_`): the map resized with `align_corners=True`, min-max "
+            "normalised (a constant map unchanged), region = pixels >= the upper median, cIoU. Success rates "
+            "count a score s at t = 0.05 i when s >= 0.05 i. Checkpoints chosen on val.", "",
             markdown_table(solo, ["dsol_iou@0.5", "dsol_auc", "ezvsl_ciou@0.5", "ezvsl_auc"]), "",
             f"Dictionary (stage one's selected round {setup['round']}): NMI {setup['nmi']:.3f}, purity "
             f"{setup['purity']:.3f}.", "",
             "![solo gallery](figures/solo_gallery.png)", "",
             "## Multi source (test duet, cocktail and 2x2 scenes)", "",
-            "DSOL protocol: class maps = softmax(3 x class-aware maps) summed per class over the Hungarian "
-            "cluster-to-class map; CIoU over sounding classes (region > 0.5 x max; 0.2 x max on real MUSIC "
-            "duets, as DSOL); NSA = fraction of pixels <= 0.2 "
-            "in the maps of non-sounding classes. AVGN style: per source CIoU@0.3, class-aware AP (CAP) "
+            "DSOL protocol (`ciou@0.3`, `auc`, `nsa`): class maps = softmax(3 x class-aware maps) summed per "
+            "class over the Hungarian cluster-to-class map; CIoU over sounding classes on the whole frame "
+            "(region > 0.5 x max; 0.2 x max on real MUSIC duets, as DSOL); NSA = fraction of pixels <= 0.2 "
+            "in the maps of the classes without a box in the frame. On real duets also `nsa_not_heard` (the "
+            "classes the video does not list) and `halves_ciou@0.3` (each source scored on its own half of the "
+            "frame, as some later papers do: not DSOL's protocol). AVGN style: per source CIoU@0.3, "
+            "class-aware AP (CAP) "
             "and permutation-invariant AP (PIAP). The row `dictionary maps, no audio` never hears the mixture "
             "(stage one's class-aware maps, unfiltered): it finds objects by their look, so it bounds what "
             "CIoU alone can credit to sound.", ""]
     for kind, rows in multi.items():
-        columns = ["ciou@0.3", "auc", "nsa", "avgn_ciou@0.3", "cap", "piap"]
+        columns = ["ciou@0.3", "auc", "nsa", "nsa_not_heard", "halves_ciou@0.3", "avgn_ciou@0.3", "cap", "piap"]
+        columns = [c for c in columns if any(c in row for row in rows.values())]
         text += [f"### {kind}", "", markdown_table(rows, columns), ""]
     silent = results.get("silent_objects")
     if silent:

@@ -193,8 +193,9 @@ def check_training_scenes(world: str | Path | DatasetManifest, cfg: StageTwoConf
 class StageTwoTrainer(EpochRun):
     """Stage two in one process, or in several (``ranks``, as stage one: ``dsol_lite.distributed``)."""
 
-    def __init__(self, world: str | Path | ClipStore, run_dir: str | Path, stage_one_dir: str | Path, cfg: StageTwoConfig,
-                 device: torch.device | None = None, progress_bar: bool = True, ranks: Ranks = Ranks()) -> None:
+    def __init__(self, world: str | Path | ClipStore, run_dir: str | Path, stage_one_dir: str | Path,
+                 cfg: StageTwoConfig, device: torch.device | None = None, progress_bar: bool = True,
+                 ranks: Ranks = Ranks()) -> None:
         self.cfg, self.run_dir = cfg.validate(), Path(run_dir)
         self.device = device or default_device()
         self.progress_bar, self.ranks = progress_bar, ranks

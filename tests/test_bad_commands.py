@@ -361,7 +361,8 @@ def test_a_full_disk_while_saving_a_checkpoint(tmp_path, monkeypatch):
 
     (tmp_path / "last.pt").write_bytes(b"the previous checkpoint")
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(StorageError, match=r"last.pt: cannot write this checkpoint \(.*unexpected pos.*previous one is kept"):
+    with pytest.raises(StorageError,
+                       match=r"last.pt: cannot write this checkpoint \(.*unexpected pos.*previous one is kept"):
         atomic_torch_save({"model": {}}, tmp_path / "last.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no .part left
     assert (tmp_path / "last.pt").read_bytes() == b"the previous checkpoint"

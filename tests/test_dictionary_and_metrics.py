@@ -130,10 +130,10 @@ def test_success_curve_and_auc_by_hand():
 def test_ezvsl_protocol_median_threshold_and_constant_maps():
     gt = box(4, 0, 0, 2, 4)[None]
     maps = torch.tensor([[[4.0, 3.0, 1.0, 0.0]] * 4])
-    result = ezvsl(maps, gt)  # normalised > median (0.5) -> the left half
+    result = ezvsl(maps, gt)  # normalised: 1, 2/3, 1/4, 0; upper median 2/3 -> the left half
     assert result["ciou"].item() == 1.0
-    assert ezvsl(torch.full((1, 4, 4), 2.0), gt)["ciou"].item() == 0.0  # constant -> nothing predicted
-    assert torch.equal(min_max_normalize(torch.full((1, 2, 2), 3.0)), torch.zeros(1, 2, 2))
+    assert ezvsl(torch.full((1, 4, 4), 2.0), gt)["ciou"].item() == 0.5  # constant: all >= it, |G| / N
+    assert torch.equal(min_max_normalize(torch.full((1, 2, 2), 3.0)), torch.full((1, 2, 2), 3.0))  # left as it is
 
 
 def test_centre_prior_region_has_the_requested_area_and_upsample_shape():

@@ -34,7 +34,8 @@ def test_the_store_holds_exactly_what_the_file_loaders_read(tiny_world):
             clip = data.clips[row]
             folder = store.manifest.clip_dir(clip.clip_id)
             start, n = int(data.audio_start[row]), int(data.audio_length[row])
-            assert torch.equal(data.audio[start:start + n].float() / 32768, torch.from_numpy(load_audio(folder / clip.audio)))
+            wave = torch.from_numpy(load_audio(folder / clip.audio))
+            assert torch.equal(data.audio[start:start + n].float() / 32768, wave)
             heard = {classes.index(s.label) for s in clip.sources if s.on_screen}
             assert set(torch.nonzero(data.sounding[row])[:, 0].tolist()) == heard
             assert int(data.label[row]) == (next(iter(heard)) if len(heard) == 1 else -1)

@@ -17,6 +17,8 @@ AVGN MUSIC solo/duet   normalised ``[x, y, w, h]`` (AVGN's own      ``<id>_SSS_N
                        code reads it as x1, y1, x2, y2: wrong)
 VGG-SS                 several normalised ``[x1, y1, x2, y2]``      ``<id>_<start>``: the 10-s
                                                                     clip's middle frame
+DSOL AudioSet          ``normbox`` normalised ``[x, y, w, h]``,     ``<id>/<second>``: the
+instruments            ``category`` (an id, or a name)              frame at that second
 =====================  ===========================================  ======================
 
 Frame keys are turned into times (``NNNNN / 30`` s), never into frame numbers, so a 25-fps
@@ -47,6 +49,7 @@ VGGSS_CLIP_SECONDS = 10.0
 _DSOL_KEY = re.compile(r"^(?P<video>.+)_(?P<start>\d+)_(?P<end>\d+)/frame_(?P<second>\d+)/(?P<frame>\d+)\.jpg$")
 _AVGN_KEY = re.compile(r"^(?P<video>.+)_(?P<second>\d{3})_(?P<frame>\d{5})$")
 _VGGSS_KEY = re.compile(r"^(?P<video>.+)_(?P<start>\d+)$")
+_AUDIOSET_KEY = re.compile(r"^(?P<video>[^/]+)/(?P<second>\d+)$")
 
 
 @dataclass(frozen=True)
@@ -164,13 +167,15 @@ def read_dsol_boxes(path: str | Path, fps: float = ANNOTATION_FPS) -> BoxFile:
             if cat not in DSOL_CATEGORY_IDS:
                 raise AnnotationError(path, f"{where}: category_id {cat!r} is not one of {sorted(DSOL_CATEGORY_IDS)}")
             x, y, w, h = _four_numbers(b.get("box"), path, where)
-            if "normbox" in b:
+            if "normbox" in b:  # the box DSOL's evaluation draws: kept as it is
                 nx, ny, nw, nh = _four_numbers(b["normbox"], path, where)
                 if max(abs(x - nx * width), abs(w - nw * width), abs(y - ny * height), abs(h - nh * height)) > 1:
                     raise AnnotationError(path, f"{where}: box {b['box']} and normbox {b['normbox']} disagree "
                                                 f"for a {width}x{height} frame")
-            boxes.append(_normalised(DSOL_CATEGORY_IDS[cat], x / width, y / height, (x + w) / width,
-                                     (y + h) / height, path, where))
+                boxes.append(_normalised(DSOL_CATEGORY_IDS[cat], nx, ny, nx + nw, ny + nh, path, where))
+            else:
+                boxes.append(_normalised(DSOL_CATEGORY_IDS[cat], x / width, y / height, (x + w) / width,
+                                         (y + h) / height, path, where))
         out.frames.append(FrameBoxes(m["video"], frame / fps, tuple(boxes), key, (width, height)))
     return out
 
@@ -223,17 +228,65 @@ def read_vggss_boxes(path: str | Path) -> BoxFile:
     return out
 
 
-def read_boxes(path: str | Path) -> BoxFile:
-    """Any of the box files above, recognised by its structure (a clear error if none fits)."""
+def read_audioset_boxes(path: str | Path) -> BoxFile:
+    """DSOL's AudioSet-instrument boxes (its second benchmark): keyed by ``<id>/<second>``, each a list
+    ``bbox`` of ``{category, normbox: [x, y, w, h]}`` normalised, for the frame at that second. A
+    numeric category is kept as the label ``"category N"`` (the file names no classes)."""
+    path, d = _load(path)
+    if not isinstance(d, dict):
+        raise AnnotationError(path, f"expected an object keyed by '<id>/<second>', got {type(d).__name__}")
+    out = BoxFile(path, [])
+    for key, entry in d.items():
+        m = _AUDIOSET_KEY.match(key)
+        if not m:
+            raise AnnotationError(path, f"key {key!r} is not '<youtube id>/<second>'")
+        if not isinstance(entry, dict) or not isinstance(entry.get("bbox"), list):
+            raise AnnotationError(path, f"{key}: expected {{'bbox': [{{category, normbox}}, ...]}}")
+        if not entry["bbox"]:
+            out.skipped.append((key, "annotated frame without a box"))
+            continue
+        boxes = []
+        for j, b in enumerate(entry["bbox"]):
+            where = f"{key} bbox[{j}]"
+            cat = b.get("category") if isinstance(b, dict) else None
+            if isinstance(cat, bool) or not isinstance(cat, (int, str)):
+                raise AnnotationError(path, f"{where}: 'category' must be an id or a name, got {cat!r}")
+            x, y, w, h = _four_numbers(b.get("normbox"), path, where)
+            boxes.append(_normalised(cat if isinstance(cat, str) else f"category {cat}", x, y, x + w, y + h, path,
+                                     where))
+        out.frames.append(FrameBoxes(m["video"], float(m["second"]), tuple(boxes), key))
+    return out
+
+
+def box_file_format(path: str | Path) -> str:
+    """Which box file this is, from the structure of *every* entry: "dsol" (MUSIC), "audioset" (DSOL's
+    AudioSet instruments), "avgn" or "vggss"; a clear error naming an entry that fits none."""
     path, d = _load(path)
     if isinstance(d, dict):
-        return read_dsol_boxes(path)
-    first = d[0] if isinstance(d, list) and d and isinstance(d[0], dict) else {}
-    if "class" in first and first.get("bbox") and isinstance(first["bbox"][0], list):
-        return read_vggss_boxes(path)
-    if "class" in first or "class_src1" in first:
-        return read_avgn_boxes(path)
-    raise AnnotationError(path, "not a DSOL, AVGN or VGG-SS box file (see dsol_lite.data.annotations)")
+        if d and all(isinstance(k, str) and _AUDIOSET_KEY.match(k) for k in d):
+            return "audioset"
+        bad = next((k for k in d if not (isinstance(k, str) and _DSOL_KEY.match(k))), None)
+        if bad is None and d:
+            return "dsol"
+        raise AnnotationError(path, f"key {bad!r} is neither DSOL's MUSIC '<id>_0_1000/frame_SSS/NNNNN.jpg' nor "
+                                    f"its AudioSet '<id>/<second>' (an empty file, or another format)")
+    if isinstance(d, list) and d and all(isinstance(e, dict) for e in d):
+        if any("class_src1" in e for e in d):
+            return "avgn"
+        boxed = [e["bbox"] for e in d if isinstance(e.get("bbox"), list) and e["bbox"]]
+        if boxed and all(isinstance(b[0], list) for b in boxed):
+            return "vggss"  # several [x1, y1, x2, y2] per entry (some entries have none)
+        if boxed and all(not isinstance(b[0], list) for b in boxed):
+            return "avgn"  # one [x, y, w, h] per entry
+    raise AnnotationError(path, "not a DSOL (MUSIC or AudioSet), AVGN or VGG-SS box file (see "
+                                "dsol_lite.data.annotations)")
+
+
+def read_boxes(path: str | Path) -> BoxFile:
+    """Any of the box files above, recognised by its structure (``box_file_format``)."""
+    readers = {"dsol": read_dsol_boxes, "audioset": read_audioset_boxes, "avgn": read_avgn_boxes,
+               "vggss": read_vggss_boxes}
+    return readers[box_file_format(path)](path)
 
 
 # the official MUSIC index files (the copies DSOL ships are byte-identical); fetched by checksum

@@ -111,17 +111,17 @@ class ClipDataset(Dataset):
             out["image"] = normalize(self.store.sized(self.split, self.image_size)[frames].to(self.device,
                                                                                              non_blocking=True))
             size = self.image_size
-        out |= self.targets(rows, boxes, data.frame_wh[frames], size if self.masks else 0)
+        out |= self.targets(rows, boxes, data.frame_wh[frames], data.norm_boxes[frames], size if self.masks else 0)
         if self.train and self.masks:
             for key in ("gt_mask", "class_boxes"):
                 if key in out:
                     out[key] = augment_masks(out[key].to(self.device), params, self.image_size)
         return {k: v.to(self.device, non_blocking=True) for k, v in out.items()}
 
-    def targets(self, rows: torch.Tensor, boxes: torch.Tensor, frame_wh: torch.Tensor,
+    def targets(self, rows: torch.Tensor, boxes: torch.Tensor, frame_wh: torch.Tensor, norm_boxes: torch.Tensor,
                 size: int) -> dict[str, torch.Tensor]:
         """What an item says besides its image and audio (each dataset kind defines it); masks at
-        ``size`` x ``size`` pixels, none when ``size`` is 0."""
+        ``size`` x ``size`` pixels (``store.box_masks``), none when ``size`` is 0."""
         raise NotImplementedError(f"{type(self).__name__} does not define targets()")
 
     def class_index(self, label: str) -> int:
@@ -154,12 +154,12 @@ class SoloPairs(ClipDataset):
         """The class index of every clip's sounding object, in dataset order (a NumPy array)."""
         return self.data.label[self.rows].cpu().numpy()
 
-    def targets(self, rows, boxes, frame_wh, size):
+    def targets(self, rows, boxes, frame_wh, norm_boxes, size):
         out = {"label": self.data.label[rows]}
         if size:
             sounding = boxes.clone()
             sounding[..., 4] = torch.where(boxes[..., 5] > 0, boxes[..., 4], -1)  # silent boxes are no target
-            out["gt_mask"] = box_masks(sounding, frame_wh, size).any(1).float()
+            out["gt_mask"] = box_masks(sounding, frame_wh, size, norm_boxes).any(1).float()
         return out
 
 
@@ -176,12 +176,12 @@ class MultiSourceScenes(ClipDataset):
                  kinds: tuple[str, ...] = MULTI_SOURCE_KINDS, **kwargs) -> None:
         super().__init__(root, split, kinds, **kwargs)
 
-    def targets(self, rows, boxes, frame_wh, size):
+    def targets(self, rows, boxes, frame_wh, norm_boxes, size):
         k = len(self.classes)
         onehot = torch.nn.functional.one_hot(boxes[..., 4].clamp(min=0), k) * (boxes[..., 4, None] >= 0)  # (B, M, K)
         out = {"sounding": self.data.sounding[rows], "present": (onehot.sum(1) > 0).float()}
         if size:
-            masks = box_masks(boxes, frame_wh, size).float()  # (B, M, S, S)
+            masks = box_masks(boxes, frame_wh, size, norm_boxes).float()  # (B, M, S, S)
             out["class_boxes"] = (torch.einsum("bmk,bmhw->bkhw", onehot.float(), masks) > 0).float()
         return out
 

@@ -219,7 +219,8 @@ def prepare_video(video: Path, video_id: str, classes: tuple[str, ...], kind: st
             h, w = image.shape[:2]
             start = max(0.0, fb.time - cfg.test_audio_seconds / 2)
             audio = _window(wave, sr, start, fb.time + cfg.test_audio_seconds / 2)
-            objects = tuple(ObjectAnnotation(b.label, b.pixels(w, h), True) for b in fb.boxes)
+            objects = tuple(ObjectAnnotation(b.label, b.pixels(w, h), True, None, (b.x1, b.y1, b.x2, b.y2))
+                            for b in fb.boxes)
             clip = ClipAnnotation(f"{video_id}_t{round(fb.time * 1000):07d}", kind, split, "audio.wav", sr, len(audio),
                                   (_frame_annotation("frame_000.jpg", fb.time - start, image, objects),), sources,
                                   {"video": video_id, "time": fb.time, "key": fb.key, "fps": info.fps})

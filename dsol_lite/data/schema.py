@@ -45,6 +45,7 @@ class ObjectAnnotation:
     box: tuple[int, int, int, int]  # x1, y1, x2, y2, pixels, half-open
     sounding: bool
     mask_value: int | None = None
+    norm_box: tuple[float, float, float, float] | None = None  # real data: the box file's own x1, y1, x2, y2 in [0, 1]
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,20 @@ def _read_box(raw: Any, path: Path, where: str, width: int, height: int) -> tupl
     return x1, y1, x2, y2
 
 
+def _read_norm_box(raw: Any, path: Path, where: str) -> tuple[float, float, float, float] | None:
+    """An object's optional ``norm_box``: the normalised ``[x1, y1, x2, y2]`` of a real box file, from
+    which evaluation draws the box at the scoring size as DSOL's code does."""
+    if raw is None:
+        return None
+    if not (isinstance(raw, list) and len(raw) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                             for v in raw)):
+        raise AnnotationError(path, f"{where}.norm_box must be four numbers [x1, y1, x2, y2] or absent, got {raw!r}")
+    x1, y1, x2, y2 = (float(v) for v in raw)
+    if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
+        raise AnnotationError(path, f"{where}.norm_box {raw} is empty or outside [0, 1]")
+    return x1, y1, x2, y2
+
+
 def _read_frame(raw: Any, path: Path, where: str, classes: tuple[str, ...], duration: float) -> FrameAnnotation:
     width = _get(raw, "width", int, path, where)
     height = _get(raw, "height", int, path, where)
@@ -217,7 +232,8 @@ def _read_frame(raw: Any, path: Path, where: str, classes: tuple[str, ...], dura
             if mask_value is not None and (not isinstance(mask_value, int) or not 1 <= mask_value <= 255):
                 raise AnnotationError(path, f"{w}.mask_value must be an integer in 1..255, got {mask_value!r}")
             parsed.append(ObjectAnnotation(label, _read_box(_get(o, "box", None, path, w), path, w, width, height),
-                                           _get(o, "sounding", bool, path, w), mask_value))
+                                           _get(o, "sounding", bool, path, w), mask_value,
+                                           _read_norm_box(o.get("norm_box"), path, w)))
         values = [o.mask_value for o in parsed if o.mask_value is not None]
         if len(values) != len(set(values)):
             raise AnnotationError(path, f"{where}: two objects share a mask_value")
@@ -274,4 +290,8 @@ def clip_to_json(clip: ClipAnnotation) -> dict:
         if frame["objects"] is not None:
             for o in frame["objects"]:
                 o["box"] = list(o["box"])
+                if o["norm_box"] is None:
+                    del o["norm_box"]  # synthetic boxes are exact in pixels
+                else:
+                    o["norm_box"] = list(o["norm_box"])
     return d

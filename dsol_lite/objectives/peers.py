@@ -25,7 +25,8 @@ def symmetric_info_nce(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return F.cross_entropy(logits, target), F.cross_entropy(logits.T, target)
 
 
-def ezvsl_loss(v_emb: torch.Tensor, a_emb: torch.Tensor, tau: float = 0.03) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def ezvsl_loss(v_emb: torch.Tensor, a_emb: torch.Tensor, tau: float = 0.03
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """EZ-VSL: multiple-instance InfoNCE, visual->audio plus audio->visual (summed, as in EZ-VSL)."""
     logits = mil_logits(v_emb, a_emb, tau)
     v2a, a2v = symmetric_info_nce(logits)
