@@ -114,8 +114,8 @@ def scene_browser(root: str | Path):
     manifest = read_manifest(root)
     kinds = sorted({c.kind for c in manifest.clips})
     kind = widgets.Dropdown(options=kinds, description="kind")
-    index = widgets.IntSlider(0, 0, 0, description="scene")
-    masks = widgets.Checkbox(False, description="masks")
+    index = widgets.IntSlider(value=0, min=0, max=0, description="scene")
+    masks = widgets.Checkbox(value=False, description="masks")
     out = widgets.Output()
 
     def refresh(*_):

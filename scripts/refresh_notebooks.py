@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -46,10 +47,11 @@ def strip(nb: nbformat.NotebookNode) -> None:
 def refresh(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     os.environ["DSOL_QUICK"] = "1"
+    start = time.perf_counter()
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     strip(nb)
     nbformat.write(nb, path)
-    print(f"refreshed {path.relative_to(ROOT)}")
+    print(f"refreshed {path.relative_to(ROOT)} in {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
