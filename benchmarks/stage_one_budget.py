@@ -1,4 +1,4 @@
-"""Where a quick stage-one step's time goes on this machine, and the stage-one time it predicts.
+"""Where a quick stage-one step's time goes on the machine it runs on, and the stage-one time it predicts.
 
     python benchmarks/stage_one_budget.py --data worlds/quick   # with the loader (the world must exist)
     python benchmarks/stage_one_budget.py                       # compute only

@@ -76,7 +76,7 @@ def _world_argument(world: str | None, preset: str) -> str | None:
     near = difflib.get_close_matches(Path(world).name, [p.name for p in Path(world).parent.glob("*") if p.is_dir()])
     hint = f" (did you mean {Path(world).parent / near[0]}?)" if near else ""
     make = (f"make a world there first: dsol-lite synth --preset {default} --out {world}" if default else
-            "prepare MUSIC there first: dsol-lite prepare-music (README, notebook 07)")
+            "prepare MUSIC there first: dsol-lite prepare-music (docs/real_data.md, notebook 07)")
     raise ConfigError(f"--world {world}: no such folder{hint}. Give a dataset folder"
                       f"{f', leave --world out to use worlds/{default}' if default else ''}, or {make}")
 

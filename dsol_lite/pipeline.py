@@ -78,7 +78,7 @@ def ensure_world(world: Path, preset_name: str | None, progress: bool = True) ->
         return world  # checked when its store opens (``data.store``), with errors naming the file
     if preset_name is None:
         raise DataError(world / MANIFEST_FILE, "no prepared dataset here: make it with `dsol-lite prepare-music` "
-                                               "(solo, then duet with --grid2x2; README, notebook 07)")
+                                               "(solo, then duet with --grid2x2; docs/real_data.md, notebook 07)")
     if world.exists() and not is_empty_folder(world):
         raise DataError(world, f"not a dataset (no {MANIFEST_FILE}) and not empty, so no world is generated here; "
                                f"give a dataset folder, or a new or empty folder for the {preset_name} world")

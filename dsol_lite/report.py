@@ -251,7 +251,7 @@ def write_report(run_dir: str | Path, results: dict, figures: dict[str, plt.Figu
     if setup["preset"] == "quick":
         text += ["## The course's targets (quick preset, 2 CPU cores)", "",
                  "What the course asks of a quick run. One run is one draw (notebook 02, section 8): the README "
-                 "(Results) gives the spread over seeds and fresh draws.", "",
+                 "(Results) gives the spread over seeds, docs/results.md over more draws.", "",
                  targets_table(course_targets(results)), ""]
     text += [
             "## Single source (test solo scenes, silent distractors included)", "",

@@ -149,7 +149,7 @@ class StageOneConfig:
         """The first epoch validation may select: one with a clustering round (``cluster_from_epoch``)
         and past ``select_from`` of the run. Selecting from the second half (the quick preset) keeps
         an early epoch that validates as well as later ones, but whose features are not yet
-        class-like, from becoming the dictionary (notebooks/results/findings.md)."""
+        class-like, from becoming the dictionary (docs/results.md)."""
         return max(self.cluster_from_epoch, int(self.select_from * self.epochs))
 
     @property
@@ -170,7 +170,7 @@ _QUICK = StageOneConfig(width=16, image_size=128, epochs=16, lr=5e-4, lr_schedul
                         checkpoint_every=25)
 STAGE_ONE_PRESETS = {
     # the course's recipe, a narrow ResNet-18 at 128 px: minutes on a 2-core CPU. It departs from DSOL where
-    # the quick world's validation split asked for it (notebook 02, section 1; notebooks/results/findings.md):
+    # the quick world's validation split asked for it (notebook 02, section 1; docs/results.md):
     # every other frame of the batch as a negative, frames tiled 2 x 2 (the mosaic), a scale that learns 20x
     # faster, the trunk frozen while the pseudo-label heads learn (so one clustering round, for the selected
     # epoch), the trunk's rate at a tenth for the last quarter, and no epoch of the first half selected

@@ -96,7 +96,7 @@ class StageTwoConfig:
 STAGE_TWO_PRESETS = {
     # DSOL's rate; 6 epochs; the silent-object filter from the first epoch (a warm-up without it validated lower
     # on the weakest of three runs); multi-source scenes validated and scored at the world's native 160 px, where
-    # they validated better than at stage one's 128 (notebooks/results/findings.md)
+    # they validated better than at stage one's 128 (docs/results.md)
     "quick": StageTwoConfig(epochs=6, warmup_epochs=0, eval_size=160, checkpoint_every=25),
     # the same at the full world's native 256 px
     "full": StageTwoConfig(epochs=6, warmup_epochs=0, eval_size=256),
