@@ -1,5 +1,5 @@
 """What DSOL's published stage-one settings do on the synthetic world, scaled to a CPU: the stored result
-that notebook 02 (section 8) plots next to its own run.
+that notebook 02 (after section 2's training) plots next to its own run.
 
     python scripts/paper_preset_lesson.py                  # writes notebooks/results/paper_preset_quick_world.json
 
