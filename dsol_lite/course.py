@@ -78,8 +78,10 @@ def _is_student_edition(folder: Path) -> bool:
 
 
 def write_student_edition(out: str | Path, root: Path = ROOT) -> list[Path]:
-    """Write the student edition of every course notebook to ``out/notebooks/`` (with a manifest),
-    replacing ``out`` only if it is empty or a student edition written before. Returns the notebooks."""
+    """Write the student edition of every course notebook to ``out`` (with a manifest), replacing ``out``
+    only if it is empty or a student edition written before. ``out`` should sit beside ``notebooks/``
+    (the default ``student/`` does), so that the paths the notebooks print read the same. Returns the
+    notebooks."""
     out = Path(out)
     sources = course_notebooks(root)
     check_replaceable(out, "student edition", _is_student_edition, inputs=(root / "notebooks",))
@@ -92,11 +94,10 @@ def write_student_edition(out: str | Path, root: Path = ROOT) -> list[Path]:
         edited[path.name] = student_notebook(nb)
 
     def write(folder: Path) -> None:
-        (folder / "notebooks").mkdir()
         for name, nb in edited.items():
-            nbformat.write(nb, folder / "notebooks" / name)
+            nbformat.write(nb, folder / name)
         write_text(folder / STUDENT_MANIFEST, json.dumps(
             {"kind": "dsol_lite student edition", "notebooks": sorted(edited)}, indent=1) + "\n")
 
     write_folder(out, "student edition", write)
-    return [out / "notebooks" / name for name in sorted(edited)]
+    return [out / name for name in sorted(edited)]

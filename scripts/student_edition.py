@@ -1,12 +1,13 @@
 """Write the student edition of the course: every notebook without its exercise solutions.
 
-    python scripts/student_edition.py            # -> student/notebooks/*.ipynb
+    python scripts/student_edition.py            # -> student/*.ipynb
     python scripts/student_edition.py OUT
 
 Cells tagged ``solution`` (the library solution, printed and checked) become a one-line note; the
 stubs, the checkers, the check questions (answers folded in ``<details>``) and every stored output
-stay. ``OUT`` is replaced only if it is empty or a student edition written before. Open the
-notebooks from ``OUT/notebooks/`` inside the project (the setup cell finds the project above it).
+stay. ``OUT`` is replaced only if it is empty or a student edition written before. Keep ``OUT``
+beside ``notebooks/`` inside the project: the setup cell finds the project above it, and the paths
+the notebooks print then read as in the course notebooks.
 """
 
 from __future__ import annotations
