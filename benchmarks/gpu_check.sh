@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of dsol_lite: one script, about 7 minutes on one H100/H200-class GPU, no network.
+# The GPU check of dsol_lite: one script, sized for about 7 minutes on one H100/H200-class GPU (an estimate), no network.
 #
 # Prints every figure of the GPU targets, each with the GPU's name:
 #   1. `dsol-lite run --preset quick --device cuda` end to end, world generation included (target <= 90 s);
