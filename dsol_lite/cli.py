@@ -38,6 +38,10 @@ def _synth(args: argparse.Namespace) -> int:
     if args.silent is not None:
         knobs["cocktail_silent"] = (1, args.silent)
     cfg = preset(args.preset, **knobs)
+    if args.test_variant:
+        from dsol_lite.synth.variants import robustness_config
+
+        cfg = robustness_config(cfg, args.test_variant)
     out = Path(args.out)
     if is_complete(out, cfg) and not args.overwrite:
         print(f"{out} already holds this world ({cfg.total_scenes()} scenes); nothing to do")
@@ -300,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clutter", type=int, help="background shapes per image")
     s.add_argument("--noise-snr", type=float, help="background noise at this SNR in dB")
     s.add_argument("--offscreen-prob", type=float, help="chance of an extra off-screen sound")
+    s.add_argument("--test-variant", choices=("clean", "noise20", "noise10", "noise0", "offscreen", "silent"),
+                   help="write only the test split, its audio re-rendered as this robustness set (the same "
+                        "pictures and boxes)")
     s.add_argument("--workers", type=int, help="processes (default: all cores)")
     s.add_argument("--overwrite", action="store_true", help="replace a different world in --out")
     s.add_argument("--no-progress", action="store_true")

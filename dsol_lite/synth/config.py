@@ -48,6 +48,7 @@ class WorldConfig:
     clutter: int = 6  # background shapes that belong to no class
     noise_snr_db: float | None = None  # background noise; None = silent background
     offscreen_prob: float = 0.0  # chance of an extra sound from an object not in view
+    silent: bool = False  # no object sounds: every object silent, no melody (a robustness test set)
     jpeg_quality: int = 92
 
     def validate(self) -> "WorldConfig":
@@ -95,6 +96,9 @@ class WorldConfig:
                                   f"cannot be placed without overlap; lower the minimum coverage or the object count")
         if self.noise_snr_db is not None and not -10 <= self.noise_snr_db <= 60:
             raise ConfigError(f"noise_snr_db={self.noise_snr_db}: use a value in [-10, 60] dB or None")
+        if self.silent and self.noise_snr_db is not None:
+            raise ConfigError(f"silent=True with noise_snr_db={self.noise_snr_db}: the noise level is set relative "
+                              f"to the objects' sound, and in a silent world no object sounds")
         return self
 
     def to_dict(self) -> dict:
@@ -102,6 +106,8 @@ class WorldConfig:
         d["counts"] = {k: list(v) for k, v in sorted(self.counts.items())}
         d["coverage"] = list(self.coverage)
         d["cocktail_silent"] = list(self.cocktail_silent)
+        if not self.silent:  # left out while off: worlds made before the option keep their fingerprint
+            d.pop("silent")
         return d
 
     @classmethod

@@ -91,6 +91,8 @@ def plan_scene(cfg: WorldConfig, kind: str, split: str, index: int) -> ScenePlan
     sounding = [True] * n_sounding + [False] * n_silent
     if kind == "grid2x2":  # the two sounding tiles may be any two of the four
         sounding = [bool(s) for s in rng.permutation(sounding)]
+    if cfg.silent:  # the same scene with every object silent (the draws above are unchanged)
+        sounding = [False] * n
     return ScenePlan(kind, classes, sounding, offscreen, cfg.noise_snr_db)
 
 
@@ -188,8 +190,11 @@ def render_sources(cfg: WorldConfig, plan: ScenePlan, split: str, index: int) ->
     return sources
 
 
-def mix(sources: list[Source], peak: float = 0.9) -> np.ndarray:
-    """Sum the sources; if the sum would clip, scale every source down by the same factor."""
+def mix(sources: list[Source], length: int, peak: float = 0.9) -> np.ndarray:
+    """Sum the sources (``length`` zeros when there are none); if the sum would clip, scale every
+    source down by the same factor."""
+    if not sources:
+        return np.zeros(length, dtype=np.float32)
     mixture = np.sum([s.waveform for s in sources], 0, dtype=np.float32)
     top = float(np.abs(mixture).max())
     if top > peak:
@@ -209,5 +214,5 @@ def make_scene(cfg: WorldConfig, kind: str, split: str, index: int, plan: SceneP
     else:
         image, labels, objects = render_picture(cfg, plan, rng)
     sources = render_sources(cfg, plan, split, index)
-    mixture = mix(sources)
+    mixture = mix(sources, int(round(cfg.clip_seconds * cfg.sample_rate)))
     return Scene(plan, to_uint8(image), labels, objects, sources, mixture)
