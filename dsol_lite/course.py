@@ -16,8 +16,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-
-import nbformat
+from typing import TYPE_CHECKING
 
 from dsol_lite.folders import check_replaceable, write_folder, write_text
 
@@ -26,6 +25,9 @@ BRANCH = "main"
 SOLUTION_TAG = "solution"
 STUDENT_MANIFEST = "student_edition.json"
 ROOT = Path(__file__).resolve().parents[1]
+
+if TYPE_CHECKING:
+    import nbformat
 
 
 def repository_url() -> str:
@@ -61,6 +63,8 @@ def solution_note(cell: nbformat.NotebookNode) -> str:
 
 def student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The student edition of one notebook: solution cells become a note; nothing else changes."""
+    import nbformat  # with Jupyter (the notebooks and dev extras), not a dependency of the library
+
     out = copy.deepcopy(nb)
     cells = []
     for cell in out.cells:
@@ -82,6 +86,8 @@ def write_student_edition(out: str | Path, root: Path = ROOT) -> list[Path]:
     only if it is empty or a student edition written before. ``out`` should sit beside ``notebooks/``
     (the default ``student/`` does), so that the paths the notebooks print read the same. Returns the
     notebooks."""
+    import nbformat
+
     out = Path(out)
     sources = course_notebooks(root)
     check_replaceable(out, "student edition", _is_student_edition, inputs=(root / "notebooks",))
