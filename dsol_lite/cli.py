@@ -23,6 +23,7 @@ from pathlib import Path
 
 from dsol_lite import __version__
 from dsol_lite.errors import ConfigError, DataError
+from dsol_lite.synth.variants import ROBUSTNESS_VARIANTS
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -304,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clutter", type=int, help="background shapes per image")
     s.add_argument("--noise-snr", type=float, help="background noise at this SNR in dB")
     s.add_argument("--offscreen-prob", type=float, help="chance of an extra off-screen sound")
-    s.add_argument("--test-variant", choices=("clean", "noise20", "noise10", "noise0", "offscreen", "silent"),
+    s.add_argument("--test-variant", choices=tuple(ROBUSTNESS_VARIANTS),
                    help="write only the test split, its audio re-rendered as this robustness set (the same "
                         "pictures and boxes)")
     s.add_argument("--workers", type=int, help="processes (default: all cores)")

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from dsol_lite.errors import ConfigError
 from dsol_lite.synth.config import WorldConfig
-from dsol_lite.synth.writer import generate_world
 
 ROBUSTNESS_VARIANTS: dict[str, dict] = {
     "clean": {},
@@ -43,8 +42,10 @@ def robustness_config(cfg: WorldConfig, variant: str) -> WorldConfig:
 
 
 def render_robustness_set(cfg: WorldConfig, out: str | Path, variant: str, workers: int | None = None,
-                        progress: bool = True) -> Path:
+                          progress: bool = True) -> Path:
     """Write ``variant`` of ``cfg``'s test split to ``out`` (reused when it is already there)."""
+    from dsol_lite.synth.writer import generate_world  # the variants' names alone need no writer
+
     return generate_world(robustness_config(cfg, variant), out, workers=workers, progress=progress)
 
 
