@@ -35,6 +35,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel
+from dsol_lite.data.audio_augment import AudioAugment
 from dsol_lite.data.datasets import SoloPairs
 from dsol_lite.data.schema import DatasetManifest
 from dsol_lite.data.store import ClipStore
@@ -83,6 +84,8 @@ class StageOneConfig:
     avoid_same_cluster: bool = False  # once clustered, no negatives from the audio's own pseudo-label cluster
     negatives: str = "one"  # "one" partner frame per audio (DSOL) or "all" other frames of the batch
     mosaic: bool = False  # training frames seen 2 x 2 in one picture, negatives beside positives (not in DSOL)
+    noise_aug: float = 0.0  # fraction of training clips that hear background noise (data.audio_augment; not in DSOL)
+    offscreen_aug: float = 0.0  # fraction that also hear another clip's instrument, not in view (not in DSOL)
     seed: int = 0
     checkpoint_every: int = 100  # steps
     prepared: str | None = None  # a prepared cache of the dataset (dsol-lite cache): read, not decoded
@@ -115,6 +118,7 @@ class StageOneConfig:
         if self.ema_decay and self.rounds != "best":
             raise ConfigError("ema_decay > 0 needs rounds='best': the one round then clusters the selected average; "
                               "with a round every epoch the pseudo-labels would come from the live weights")
+        AudioAugment(self.noise_aug, self.offscreen_aug)  # raises on a fraction outside [0, 1]
         if self.negatives not in ("one", "all"):
             raise ConfigError(f"negatives={self.negatives!r}: use 'one' (DSOL) or 'all'")
         if self.mosaic and (self.batch_size % 4 or self.image_size % 16):
@@ -161,7 +165,8 @@ class StageOneConfig:
         # options left out while off: the same settings as runs made before they existed
         d = settings_fingerprint(self, _NOT_IN_FINGERPRINT, {"eval_size": None, "decay_at": 0.75, "rounds": "every",
                                                                  "ema_decay": 0.0, "mosaic": False,
-                                                                 "select_from": 0.0})
+                                                                 "select_from": 0.0, "noise_aug": 0.0,
+                                                                 "offscreen_aug": 0.0})
         return d | {"world": world_fingerprint(world)}
 
 
@@ -217,7 +222,8 @@ class StageOneTrainer(DictionaryRounds, ResumableRun):
                          "with mosaic=True each process tiles its own frames four to a picture")
         self.store = ClipStore.open(world, cfg.prepared, cfg.image_size, self.device)  # shared by every stage
         kw = {"seed": cfg.seed, "device": self.device}
-        self.train_set = SoloPairs(self.store, "train", image_size=cfg.image_size, train=True, masks=False, **kw)
+        self.train_set = SoloPairs(self.store, "train", image_size=cfg.image_size, train=True, masks=False,
+                                   audio_augment=AudioAugment(cfg.noise_aug, cfg.offscreen_aug), **kw)
         self.feature_set = SoloPairs(self.store, "train", image_size=cfg.evaluation_size, **kw)  # no augmentation
         self.val_set = SoloPairs(self.store, "val", image_size=cfg.evaluation_size, **kw)
         self.classes = self.train_set.classes

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from dsol_lite.errors import ConfigError
 from dsol_lite.models import BackbonePair, DSOLStageOne, ResNet18Trunk
-from dsol_lite.models.dsol import StageOneOutput, tile_2x2, untile_2x2
+from dsol_lite.models.backbones import tile_2x2, untile_2x2
+from dsol_lite.models.dsol import StageOneOutput
 from dsol_lite.objectives import negative_partners, stage_one_loss
 
 

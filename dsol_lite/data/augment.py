@@ -42,14 +42,15 @@ def _mix(x):
     return (x >> 16) ^ x
 
 
-def item_uniforms(seed: int, epoch: int, index: torch.Tensor, count: int = DRAWS) -> torch.Tensor:
-    """``(B, count)`` numbers in (0, 1), float64: draw ``j`` of item ``index[b]`` in ``epoch``, a pure
-    function of ``(seed, epoch, index, j)`` computed on ``index``'s device (indices below 2**31)."""
+def item_uniforms(seed: int, epoch: int, index: torch.Tensor, count: int = DRAWS, first: int = 0) -> torch.Tensor:
+    """``(B, count)`` numbers in (0, 1), float64: draws ``first .. first + count - 1`` of item
+    ``index[b]`` in ``epoch``, each a pure function of ``(seed, epoch, index, j)`` computed on
+    ``index``'s device (indices below 2**31)."""
     # Weyl steps (odd multipliers, non-zero offsets) before each hash: neighbouring inputs land far
     # apart, and zero is not a fixed point
     key = _mix(_mix(((seed & _MASK) * 0x9E3779B1 + 0x632BE5AB) & _MASK) ^ ((epoch * 0x85EBCA6B + 0x27D4EB2F) & _MASK))
     item = _mix(_mix(((index.long() * 0x9E3779B1 + 0x165667B1) & _MASK) ^ key))[:, None]
-    draw = ((torch.arange(count, device=index.device, dtype=torch.int64) + 1) * 0xC2B2AE35) & _MASK
+    draw = ((torch.arange(first, first + count, device=index.device, dtype=torch.int64) + 1) * 0xC2B2AE35) & _MASK
     return (_mix(_mix(item ^ draw)).double() + 0.5) / 2.0 ** 32
 
 

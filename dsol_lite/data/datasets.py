@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dsol_lite.data.audio import AudioConfig
+from dsol_lite.data.audio_augment import OFF_CLIP, OFF_ON, OFF_TIME, AudioAugment, add_noise, add_offscreen, noise_draws
 from dsol_lite.data.augment import (FRAME, SHIFT, augment_images, augment_masks, augmentation_params,
                                     item_uniforms, normalize)
 from dsol_lite.data.schema import ClipAnnotation, FrameAnnotation
@@ -39,12 +40,13 @@ class ClipDataset(Dataset):
 
     ``root`` is a dataset folder (its store on ``device`` is opened, or shared if open) or a
     ``ClipStore``. ``device``: where batches are made (default: the store's). ``masks=False``
-    leaves the ground-truth masks out of batches (training does not need them)."""
+    leaves the ground-truth masks out of batches (training does not need them). ``audio_augment``:
+    background noise and off-screen sound for training items (``data.audio_augment``; off by default)."""
 
     def __init__(self, root: str | Path | ClipStore, split: str, kinds: tuple[str, ...], image_size: int = 128,
                  train: bool = False, audio: AudioConfig = AudioConfig(), max_shift: float = 0.25, seed: int = 0,
                  prepared: str | Path | None = None, device: torch.device | str | None = None,
-                 masks: bool = True) -> None:
+                 masks: bool = True, audio_augment: AudioAugment = AudioAugment()) -> None:
         self.store = ClipStore.open(root, prepared, image_size, device or "cpu")
         self.manifest = self.store.manifest
         if audio.sample_rate != self.manifest.sample_rate:
@@ -61,6 +63,7 @@ class ClipDataset(Dataset):
         self.split, self.train, self.image_size, self.audio_cfg = split, train, image_size, audio
         self.max_shift = max_shift if train else 0.0
         self.seed, self.epoch, self.masks = seed, 0, masks
+        self.audio_augment = audio_augment
         self.device = torch.device(device) if device is not None else self.store.device
 
     def set_epoch(self, epoch: int) -> None:
@@ -100,6 +103,8 @@ class ClipDataset(Dataset):
         rows, frames = self.rows[index], self.frame_rows(index, u)
         centre = data.frame_time[frames] + (self.max_shift * (2 * u[:, SHIFT] - 1) if u is not None else 0.0)
         audio = audio_windows(data, rows, centre, self.audio_cfg.window_samples, self.audio_cfg.sample_rate)
+        if self.train and self.audio_augment.active:
+            audio = self.augment_audio(audio, index, rows)
         out = {"audio": audio, "index": index, "annotated": data.annotated[frames]}
         boxes = data.boxes[frames]
         if self.train:
@@ -117,6 +122,20 @@ class ClipDataset(Dataset):
                 if key in out:
                     out[key] = augment_masks(out[key].to(self.device), params, self.image_size)
         return {k: v.to(self.device, non_blocking=True) for k, v in out.items()}
+
+    def augment_audio(self, audio: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Training windows with an off-screen instrument and then noise mixed in (``audio_augment``)."""
+        aug, data, cfg = self.audio_augment, self.data, self.audio_cfg
+        u = noise_draws(self.seed, self.epoch, index)
+        if aug.offscreen_prob > 0:
+            other = self.rows[(u[:, OFF_CLIP] * len(self)).long().clamp(max=len(self) - 1)]
+            centre = u[:, OFF_TIME] * data.audio_length[other].double() / cfg.sample_rate
+            window = audio_windows(data, other, centre, cfg.window_samples, cfg.sample_rate)
+            on = (u[:, OFF_ON] < aug.offscreen_prob) & (data.label[other] != data.label[rows])
+            audio = add_offscreen(audio, window, on, u)
+        if aug.noise_prob > 0:
+            audio = add_noise(audio, u, aug.noise_prob, self.seed, self.epoch, index)
+        return audio
 
     def targets(self, rows: torch.Tensor, boxes: torch.Tensor, frame_wh: torch.Tensor, norm_boxes: torch.Tensor,
                 size: int) -> dict[str, torch.Tensor]:

@@ -19,6 +19,23 @@ from torchvision.models.resnet import BasicBlock, conv1x1
 from dsol_lite.errors import ConfigError
 
 
+def tile_2x2(x: torch.Tensor) -> torch.Tensor:
+    """``(4G, C, H, W) -> (G, C, 2H, 2W)``: items ``4g, 4g+1`` side by side on top, ``4g+2, 4g+3`` below."""
+    b, c, h, w = x.shape
+    if b % 4:
+        raise ValueError(f"a 2x2 mosaic needs a multiple of 4 frames, got {b}")
+    return x.view(b // 4, 2, 2, c, h, w).permute(0, 3, 1, 4, 2, 5).reshape(b // 4, c, 2 * h, 2 * w)
+
+
+def untile_2x2(x: torch.Tensor) -> torch.Tensor:
+    """``(G, C, 2h, 2w) -> (4G, C, h, w)``: the inverse of ``tile_2x2``, one quadrant per item."""
+    g, c, h2, w2 = x.shape
+    if h2 % 2 or w2 % 2:
+        raise ValueError(f"a 2x2 mosaic's map has even sides, got {h2} x {w2}")
+    h, w = h2 // 2, w2 // 2
+    return x.view(g, c, 2, h, 2, w).permute(0, 2, 4, 1, 3, 5).reshape(4 * g, c, h, w)
+
+
 class ResNet18Trunk(nn.Module):
     """ResNet-18 without its classifier: ``(B, in_channels, H, W) -> (B, 8 * width, h, w)``."""
 
@@ -93,7 +110,11 @@ class BackbonePair(nn.Module):
         if imagenet:
             self.visual_net.load_torchvision(imagenet_resnet18_state())
 
-    def visual(self, images: torch.Tensor) -> torch.Tensor:
+    def visual(self, images: torch.Tensor, mosaic: bool = False) -> torch.Tensor:
+        """The visual feature map; ``mosaic``: the frames seen four at a time, tiled 2 x 2 into one
+        picture (``tile_2x2``), each frame's quadrant of the map returned as its own."""
+        if mosaic:
+            return untile_2x2(self.visual_net(tile_2x2(images)))
         return self.visual_net(images)
 
     def audio_map(self, log_mel: torch.Tensor) -> torch.Tensor:

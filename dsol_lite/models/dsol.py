@@ -26,23 +26,6 @@ from torch import nn
 from dsol_lite.models.backbones import BackbonePair
 
 
-def tile_2x2(x: torch.Tensor) -> torch.Tensor:
-    """``(4G, C, H, W) -> (G, C, 2H, 2W)``: items ``4g, 4g+1`` side by side on top, ``4g+2, 4g+3`` below."""
-    b, c, h, w = x.shape
-    if b % 4:
-        raise ValueError(f"a 2x2 mosaic needs a multiple of 4 frames, got {b}")
-    return x.view(b // 4, 2, 2, c, h, w).permute(0, 3, 1, 4, 2, 5).reshape(b // 4, c, 2 * h, 2 * w)
-
-
-def untile_2x2(x: torch.Tensor) -> torch.Tensor:
-    """``(G, C, 2h, 2w) -> (4G, C, h, w)``: the inverse of ``tile_2x2``, one quadrant per item."""
-    g, c, h2, w2 = x.shape
-    if h2 % 2 or w2 % 2:
-        raise ValueError(f"a 2x2 mosaic's map has even sides, got {h2} x {w2}")
-    h, w = h2 // 2, w2 // 2
-    return x.view(g, c, 2, h, 2, w).permute(0, 2, 4, 1, 3, 5).reshape(4 * g, c, h, w)
-
-
 @dataclass
 class StageOneOutput:
     v_fea: torch.Tensor  # (B, C, h, w) backbone feature map
@@ -66,7 +49,7 @@ class DSOLStageOne(nn.Module):
 
     def encode(self, images: torch.Tensor, log_mel: torch.Tensor, mosaic: bool = False) -> StageOneOutput:
         """Both streams and projections; ``mosaic``: the frames seen four at a time, tiled 2 x 2."""
-        v_fea = untile_2x2(self.backbones.visual(tile_2x2(images))) if mosaic else self.backbones.visual(images)
+        v_fea = self.backbones.visual(images, mosaic)
         a_fea = self.backbones.audio(log_mel)
         v_emb = F.normalize(self.v_proj(v_fea), dim=1)
         a_emb = F.normalize(self.a_proj(a_fea), dim=1)
@@ -79,6 +62,11 @@ class DSOLStageOne(nn.Module):
     def localization_map(self, out: StageOneOutput) -> torch.Tensor:
         """The sigmoid localization map of each frame with its own audio, (B, h, w) in [0, 1]."""
         return torch.sigmoid(self.logit_maps(out.v_emb, out.a_emb))
+
+    def evidence(self, images: torch.Tensor, log_mel: torch.Tensor) -> torch.Tensor:
+        """How sure the network is that something in view makes the sound, ``(B,)``: the map's peak
+        (notebook 06 asks how high it stays when nothing sounds)."""
+        return self.localization_map(self.encode(images, log_mel)).flatten(1).amax(1)
 
     def class_logits(self, out: StageOneOutput) -> tuple[torch.Tensor, torch.Tensor]:
         """Pseudo-label logits: visual (on the average-pooled map) and audio."""
