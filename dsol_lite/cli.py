@@ -192,24 +192,44 @@ def _compare(args: argparse.Namespace) -> int:
     from dsol_lite.methods import PEER_PRESETS
     from dsol_lite.pipeline import ensure_world
     from dsol_lite.report import markdown_table
+    from dsol_lite.robustness import robustness_sets
+    from dsol_lite.tuning import tuned_comparison
 
     if args.preset not in PEER_PRESETS:
         raise ConfigError(f"unknown preset {args.preset!r}; choose one of {', '.join(PEER_PRESETS)}")
     device = parse_device(args.device)
     world_preset = "full" if args.preset == "full" else "quick"
     world = ensure_world(Path(args.world or f"worlds/{world_preset}"), world_preset, not args.no_progress)
-    offscreen = offscreen_world(Path(args.runs) / f"compare-{args.preset}" / "offscreen-world")
     out = Path(args.runs) / f"compare-{args.preset}"
+    offscreen = offscreen_world(out / "offscreen-world")
     start = time.perf_counter()
-    rows = compare_methods(world, out, args.methods, args.seeds, PEER_PRESETS[args.preset], device, offscreen,
-                           progress=not args.no_progress)
-    write_rows(rows, out / "rows.json")
-    table = summarise(rows)
+    if args.no_tune:
+        result = {"rows": compare_methods(world, out, args.methods, args.seeds, PEER_PRESETS[args.preset], device,
+                                          offscreen, progress=not args.no_progress)}
+    else:
+        sets = robustness_sets(world, out / "robustness-sets", progress=not args.no_progress)
+        result = tuned_comparison(world, out, args.methods, args.seeds, PEER_PRESETS[args.preset], device, offscreen,
+                                  sets, progress=not args.no_progress)
+    seconds = time.perf_counter() - start
+    result = {"command": "dsol-lite " + " ".join(_argv_for_record(args)), "preset": args.preset,
+              "seconds": round(seconds)} | result
+    write_rows(result, out / "comparison.json")
     columns = ["dsol_iou@0.5", "dsol_auc", "ezvsl_ciou@0.5", "centre_prior_iou@0.5", "silent_coverage",
                "offscreen_iou@0.5"]
+    table = summarise(result["rows"])
     print(markdown_table({m: {c: row.get(c, "") for c in columns} for m, row in table.items()}, columns))
-    print(f"{len(rows)} runs in {time.perf_counter() - start:.0f} s; rows: {out / 'rows.json'}")
+    if result.get("robustness"):
+        robust = summarise(result["robustness"])
+        keys = [k for k in next(iter(robust.values())) if k not in ("config", "best_val_iou@0.5", "silent_threshold")]
+        print(markdown_table({m: {c: row.get(c, "") for c in keys} for m, row in robust.items()}, keys))
+    print(f"{len(result['rows'])} runs in {seconds:.0f} s; everything: {out / 'comparison.json'}")
     return 0
+
+
+def _argv_for_record(args: argparse.Namespace) -> list[str]:
+    """The compare command's settings as options (the record of what produced a comparison file)."""
+    words = ["compare", "--preset", args.preset, "--seeds", *map(str, args.seeds), "--methods", *args.methods]
+    return words + (["--no-tune"] if args.no_tune else [])
 
 
 def _prepare_music(args: argparse.Namespace) -> int:
@@ -277,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     c.add_argument("--world", help="dataset folder (default: worlds/quick, or worlds/full for --preset full)")
     c.add_argument("--runs", default="runs", help="the runs go to RUNS/compare-<preset>/ (default: runs)")
+    c.add_argument("--no-tune", action="store_true",
+                   help="train the preset as it is (default: every method gets the same validation sweep, "
+                        "dsol_lite.tuning, and is scored on the robustness test sets as well)")
     c.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=_compare)

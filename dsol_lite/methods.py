@@ -23,6 +23,7 @@ from torch import nn
 
 from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel, time_shift
+from dsol_lite.data.audio_augment import AudioAugment
 from dsol_lite.data.datasets import SoloPairs
 from dsol_lite.data.images import strong_views
 from dsol_lite.data.schema import DatasetManifest
@@ -67,6 +68,9 @@ class PeerConfig:
     avgn_layers: int = 1
     avgn_heads: int = 4
     avgn_weights: tuple[float, float] = (1.0, 1.0)  # token classification, class prediction
+    mosaic: bool = False  # training frames seen 2 x 2 in one picture (BackbonePair.visual), for every method
+    noise_aug: float = 0.0  # fraction of training clips that hear background noise (data.audio_augment)
+    offscreen_aug: float = 0.0  # fraction that also hear another clip's instrument, not in view
     seed: int = 0
     checkpoint_every: int = 100
     prepared: str | None = None  # a prepared cache of the dataset (dsol-lite cache) at image_size
@@ -81,6 +85,11 @@ class PeerConfig:
         if any(not (isinstance(w, (int, float)) and 0 <= w < float("inf")) for w in weights):
             raise ConfigError(f"fnac_weights={self.fnac_weights}, avgn_weights={self.avgn_weights}: loss weights are "
                               f"finite numbers >= 0")
+        AudioAugment(self.noise_aug, self.offscreen_aug)  # raises on a fraction outside [0, 1]
+        if self.mosaic and (self.batch_size % 4 or self.image_size % 16):
+            raise ConfigError(f"mosaic=True with batch_size={self.batch_size}, image_size={self.image_size}: four "
+                              f"frames to a picture (a multiple of 4 per batch), each filling whole cells of the "
+                              f"1/16 map (image_size a multiple of 16)")
         if not 0 <= self.fnac_dropout < 1:
             raise ConfigError(f"fnac_dropout={self.fnac_dropout}: a dropout rate in [0, 1)")
         if self.batch_size < 2 or self.epochs < 1 or (self.steps_per_epoch is not None and self.steps_per_epoch < 1):
@@ -97,7 +106,8 @@ class PeerConfig:
         say, FNAC's weights leaves a finished DSOL run usable)."""
         others = tuple(p for m, p in _OWN_PREFIX.items() if m != self.method)
         theirs = tuple(f.name for f in dataclasses.fields(self) if f.name.startswith(others))
-        return settings_fingerprint(self, _NOT_IN_FINGERPRINT + theirs) | {"world": world_fingerprint(world)}
+        off = {"mosaic": False, "noise_aug": 0.0, "offscreen_aug": 0.0}  # runs made without these still resume
+        return settings_fingerprint(self, _NOT_IN_FINGERPRINT + theirs, off) | {"world": world_fingerprint(world)}
 
 
 LossFn = Callable[[nn.Module, dict, LogMel, PeerConfig, int], tuple[torch.Tensor, dict[str, float]]]
@@ -119,17 +129,17 @@ def _backbones(cfg: PeerConfig) -> BackbonePair:
 
 
 def _dsol_loss(model, batch, log_mel, cfg, epoch):
-    out = model.encode(batch["image"], log_mel(batch["audio"]))
+    out = model.encode(batch["image"], log_mel(batch["audio"]), cfg.mosaic)
     return stage_one_loss(model, out, negatives=cfg.dsol_negatives)
 
 
 def _ezvsl_loss(model, batch, log_mel, cfg, epoch):
-    out = model.encode(batch["image"], log_mel(batch["audio"]))
+    out = model.encode(batch["image"], log_mel(batch["audio"]), cfg.mosaic)
     return ezvsl_loss(out.v_emb, out.a_emb, cfg.tau or 0.03)
 
 
 def _fnac_loss(model, batch, log_mel, cfg, epoch):
-    out = model.encode(batch["image"], log_mel(batch["audio"]))
+    out = model.encode(batch["image"], log_mel(batch["audio"]), cfg.mosaic)
     weights = cfg.fnac_weights if epoch >= cfg.fnac_warmup_epochs else (0.0, 0.0, 0.0)
     return fnac_loss(out.v_emb, out.a_emb, cfg.tau or 0.03, weights)
 
@@ -137,7 +147,7 @@ def _fnac_loss(model, batch, log_mel, cfg, epoch):
 def _alignment_loss(model, batch, log_mel, cfg, epoch):
     images, waves = batch["image"], batch["audio"]
     image_views, audio_views = [images, strong_views(images)], [waves, time_shift(waves)]
-    outs = [model.encode(im, log_mel(w)) for im, w in zip(image_views, audio_views)]
+    outs = [model.encode(im, log_mel(w), cfg.mosaic) for im, w in zip(image_views, audio_views)]
     aligned = [model.align(o) for o in outs]
     visual = [(o.v_emb, v_align) for o, (v_align, _) in zip(outs, aligned)]
     audio = [(o.a_emb, a_align) for o, (_, a_align) in zip(outs, aligned)]
@@ -151,7 +161,7 @@ def _alignment_loss(model, batch, log_mel, cfg, epoch):
 
 
 def _avgn_loss(model, batch, log_mel, cfg, epoch):
-    out = model.encode(batch["image"], log_mel(batch["audio"]))
+    out = model.encode(batch["image"], log_mel(batch["audio"]), cfg.mosaic)
     return avgn_loss(out.v_emb, out.class_emb, out.token_logits, out.presence_logits, batch["label"],
                      cfg.tau or 0.03, cfg.avgn_weights)
 
@@ -215,7 +225,8 @@ class PeerTrainer(EpochRun):
         self.progress_bar = progress_bar
         self.store = ClipStore.open(world, cfg.prepared, cfg.image_size, self.device)
         kw = {"image_size": cfg.image_size, "seed": cfg.seed, "device": self.device}
-        self.train_set = SoloPairs(self.store, "train", train=True, masks=False, **kw)
+        self.train_set = SoloPairs(self.store, "train", train=True, masks=False,
+                                   audio_augment=AudioAugment(cfg.noise_aug, cfg.offscreen_aug), **kw)
         self.val_set = SoloPairs(self.store, "val", **kw)
         self.classes = self.train_set.classes
         seed_everything(cfg.seed)

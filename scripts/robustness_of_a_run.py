@@ -1,11 +1,13 @@
-"""Score a trained stage one on the robustness test sets of its world (dsol_lite.synth.variants).
+"""Score trained DSOL stage ones on the robustness test sets of their world (dsol_lite.robustness).
 
-    python scripts/robustness_of_a_run.py                       # runs/quick, the quick world
-    python scripts/robustness_of_a_run.py --run runs/seed1 --preset quick
+    python scripts/robustness_of_a_run.py                                   # runs/quick
+    python scripts/robustness_of_a_run.py --run runs/quick --run runs/quick-noise-aug \\
+        --out notebooks/results/robustness_dsol_quick.json
 
-Each set is written once to worlds/<preset>-test-<variant> (the test split's pictures and boxes,
-its audio re-rendered), then the run's best stage-one checkpoint is scored with DSOL's and
-EZ-VSL's single-source protocols. The clean set reproduces the run's own test score exactly.
+Each run folder holds a ``stage_one/`` (``dsol-lite run`` or ``dsol-lite stage-one``). The sets
+are written once to ``worlds/<world>-robustness/<variant>`` (the test split's pictures and boxes,
+its audio re-rendered); each run's best stage-one checkpoint is scored with DSOL's IoU@0.5 on
+every set and with the silent-scene alarm. The clean set reproduces a run's own test score.
 """
 
 from __future__ import annotations
@@ -21,32 +23,27 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dsol_lite.data.audio import AudioConfig, LogMel  # noqa: E402
-from dsol_lite.data.datasets import SoloPairs  # noqa: E402
-from dsol_lite.evaluate import evaluate_single_source, localization_maps, mean_box_area  # noqa: E402
+from dsol_lite.folders import write_text  # noqa: E402
+from dsol_lite.robustness import evaluate_robustness, robustness_sets  # noqa: E402
 from dsol_lite.stage_two import load_stage_one  # noqa: E402
-from dsol_lite.synth.config import preset  # noqa: E402
-from dsol_lite.synth.variants import render_robustness_set  # noqa: E402
-
-VARIANTS = ("clean", "noise20", "noise10", "noise0", "offscreen")
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default=str(ROOT / "runs" / "quick"), help="a run folder with stage_one/")
-    parser.add_argument("--preset", default="quick", help="the world preset the run trained on")
+    parser.add_argument("--run", action="append", help="a run folder with stage_one/ (repeat for several; "
+                                                       "default: runs/quick)")
+    parser.add_argument("--world", default=str(ROOT / "worlds" / "quick"), help="the world the runs trained on")
     parser.add_argument("--out", help="write the scores as JSON here")
     args = parser.parse_args()
-    cfg, model, _ = load_stage_one(Path(args.run) / "stage_one")
-    model.eval()
-    log_mel, rows = LogMel(AudioConfig()), {}
-    for variant in VARIANTS:
+    world = Path(args.world)
+    sets = robustness_sets(world, world.parent / f"{world.name}-robustness", progress=True)
+    rows = []
+    for run in args.run or [str(ROOT / "runs" / "quick")]:
         start = time.perf_counter()
-        world = render_robustness_set(preset(args.preset), ROOT / "worlds" / f"{args.preset}-test-{variant}",
-                                      variant, progress=False)
-        test = SoloPairs(world, "test", image_size=cfg.evaluation_size)
-        maps, gt = localization_maps(model, test, log_mel, torch.device("cpu"))
-        table = evaluate_single_source(maps, gt, mean_box_area(test))
-        rows[variant] = {k: round(table["model"][k], 3) for k in ("dsol_iou@0.5", "dsol_auc", "ezvsl_ciou@0.5")}
-        print(f"{variant:10s} {rows[variant]}  ({time.perf_counter() - start:.0f} s)", flush=True)
+        cfg, model, _ = load_stage_one(Path(run) / "stage_one")
+        row = evaluate_robustness(model.eval(), world, sets, cfg.evaluation_size, torch.device("cpu"))
+        settings = {"noise_aug": cfg.noise_aug, "offscreen_aug": cfg.offscreen_aug, "seed": cfg.seed}
+        rows.append({"run": Path(run).name} | settings | {k: round(v, 4) for k, v in row.items()})
+        print(json.dumps(rows[-1]), f"({time.perf_counter() - start:.0f} s)", flush=True)
     if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
+        command = "python scripts/robustness_of_a_run.py " + " ".join(f"--run {r}" for r in args.run or [])
+        write_text(args.out, json.dumps({"command": command.strip(), "rows": rows}, indent=1) + "\n")

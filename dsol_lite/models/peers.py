@@ -61,14 +61,21 @@ class ContrastiveNet(nn.Module):
         self.a_proj = nn.Linear(c, embed_dim)
         self.visual_dropout = nn.Dropout(visual_dropout)
 
-    def encode(self, images: torch.Tensor, log_mel: torch.Tensor) -> StageOneOutput:
-        v_fea, a_fea = self.backbones.visual(images), self.backbones.audio(log_mel)
+    def encode(self, images: torch.Tensor, log_mel: torch.Tensor, mosaic: bool = False) -> StageOneOutput:
+        """Both streams and their unit-length projections (``mosaic``: see ``BackbonePair.visual``)."""
+        v_fea, a_fea = self.backbones.visual(images, mosaic), self.backbones.audio(log_mel)
         v_emb = F.normalize(self.v_proj(self.visual_dropout(v_fea)), dim=1)
         return StageOneOutput(v_fea, v_emb, a_fea, F.normalize(self.a_proj(a_fea), dim=1))
 
     def forward(self, images: torch.Tensor, log_mel: torch.Tensor) -> torch.Tensor:
         out = self.encode(images, log_mel)
         return peak_relative(cosine_maps(out.v_emb, out.a_emb), self.tau)
+
+    def evidence(self, images: torch.Tensor, log_mel: torch.Tensor) -> torch.Tensor:
+        """How sure the network is that something in view makes the sound, ``(B,)``: the highest
+        cosine of the audio with a location (the map itself is rescaled to peak at 1)."""
+        out = self.encode(images, log_mel)
+        return cosine_maps(out.v_emb, out.a_emb).flatten(1).amax(1)
 
 
 def _mlp(c_in: int, dim: int) -> nn.Sequential:
@@ -133,8 +140,8 @@ class AVGNNet(nn.Module):
         weights = assign / assign.sum(dim=1, keepdim=True).clamp_min(1e-6)  # mean over the tokens of each class
         return assign, cls + self.group_out(torch.einsum("btk,btd->bkd", weights, tok))
 
-    def encode(self, images: torch.Tensor, log_mel: torch.Tensor) -> AVGNOutput:
-        v_emb = F.normalize(self.v_proj(self.backbones.visual(images)), dim=1)
+    def encode(self, images: torch.Tensor, log_mel: torch.Tensor, mosaic: bool = False) -> AVGNOutput:
+        v_emb = F.normalize(self.v_proj(self.backbones.visual(images, mosaic)), dim=1)
         tokens = self.a_tokens(self.backbones.audio_map(log_mel).flatten(2).transpose(1, 2))
         assign, grouped = self.group(tokens)
         return AVGNOutput(v_emb, F.normalize(grouped, dim=-1), assign, self.token_classifier(grouped),
@@ -163,6 +170,10 @@ class AVGNNet(nn.Module):
 
     def forward(self, images: torch.Tensor, log_mel: torch.Tensor) -> torch.Tensor:
         return self.agnostic_map(self.encode(images, log_mel))
+
+    def evidence(self, images: torch.Tensor, log_mel: torch.Tensor) -> torch.Tensor:
+        """How sure the network is that a class is heard, ``(B,)``: its highest presence probability."""
+        return self.encode(images, log_mel).presence_logits.sigmoid().amax(1)
 
     def per_source_maps(self, images: torch.Tensor, log_mel: torch.Tensor,
                         classes: torch.Tensor | None = None) -> torch.Tensor:

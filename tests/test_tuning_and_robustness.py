@@ -1,0 +1,93 @@
+"""The equal tuning budget (every method the same grid, chosen on validation) and the robustness
+evaluation (scores on noisy / off-screen sets, the silent-scene alarm)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from dsol_lite.errors import ConfigError
+from dsol_lite.methods import METHODS, PEER_PRESETS, PeerConfig
+from dsol_lite.models import BackbonePair, tile_2x2, untile_2x2
+from dsol_lite.robustness import evaluate_robustness, robustness_sets, silent_alarm
+from dsol_lite.tuning import PAPER_TAU, sweep_grid, tuned_comparison
+
+CPU = torch.device("cpu")
+
+
+def test_every_method_gets_the_same_grid():
+    base = PEER_PRESETS["quick"]
+    grids = {m: sweep_grid(m, base) for m in METHODS}
+    assert {len(g) for g in grids.values()} == {4}
+    for method, grid in grids.items():
+        assert [c.mosaic for c in grid.values()] == [False, True, False, True]
+        assert all(c.method == method and c.lr == base.lr and c.epochs == base.epochs for c in grid.values())
+        if method != "dsol":
+            assert [c.tau for c in grid.values()] == [PAPER_TAU[method]] * 2 + [0.2] * 2
+    assert list(grids["ezvsl"]) == ["tau0.03", "tau0.03+mosaic", "tau0.2", "tau0.2+mosaic"]
+    assert [c.dsol_scale_lr_mult for c in grids["dsol"].values()] == [10.0, 10.0, 20.0, 20.0]
+
+
+def test_the_mosaic_is_one_picture_of_four_frames_for_every_method():
+    torch.manual_seed(0)
+    pair = BackbonePair(width=4).eval()
+    images = torch.randn(8, 3, 64, 64)
+    with torch.no_grad():
+        tiled = pair.visual(images, mosaic=True)
+        assert torch.equal(tiled, untile_2x2(pair.visual_net(tile_2x2(images))))
+        assert tiled.shape == pair.visual(images).shape and not torch.allclose(tiled, pair.visual(images))
+    with pytest.raises(ConfigError, match="mosaic=True with batch_size=6"):
+        PeerConfig(mosaic=True, batch_size=6).validate()
+
+
+def test_silent_alarm_by_hand():
+    clean = torch.arange(1, 21, dtype=torch.float32)  # 1..20: the 5 % quantile is 1.95
+    got = silent_alarm(clean, torch.tensor([0.0, 1.0, 2.0, 30.0]))
+    assert got["silent_threshold"] == pytest.approx(1.95)
+    assert got["silent_alarm"] == 0.5  # 2.0 and 30.0 reach it
+
+
+def test_tuned_comparison_records_the_sweep_and_scores_every_set(tiny_world, tmp_path):
+    sets = robustness_sets(tiny_world, tmp_path / "sets")
+    assert set(sets) == {"clean", "noise20", "noise10", "noise0", "offscreen", "silent"}
+    base = dataclasses.replace(PEER_PRESETS["compare-quick"], width=8, image_size=64, epochs=1, steps_per_epoch=2,
+                               batch_size=8)
+    result = tuned_comparison(tiny_world, tmp_path / "runs", ["ezvsl"], [0, 1], base, CPU, None, sets, False)
+    sweep = result["sweep"]
+    assert [t["label"] for t in sweep] == list(sweep_grid("ezvsl", base))
+    chosen = [t for t in sweep if t["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["best_val"] == max(t["best_val"] for t in sweep)
+    assert [(r["seed"], r["config"]) for r in result["rows"]] == [(0, chosen[0]["label"]), (1, chosen[0]["label"])]
+    for row in result["robustness"]:
+        for key in ("clean_iou@0.5", "noise20_iou@0.5", "noise0_iou@0.5", "offscreen_iou@0.5", "silent_alarm"):
+            assert 0 <= row[key] <= 1
+    # the clean set is the test split itself: its score is the test score
+    assert [r["clean_iou@0.5"] for r in result["robustness"]] == [r["dsol_iou@0.5"] for r in result["rows"]]
+    model_dir = tmp_path / "runs" / "ezvsl" / f"{chosen[0]['label']}-s0"
+    assert (model_dir / "best.pt").exists()
+
+
+def test_robustness_needs_a_synthetic_world(tiny_world, tmp_path):
+    import json
+    import shutil
+
+    fake = tmp_path / "real"
+    shutil.copytree(tiny_world, fake)
+    manifest = json.loads((fake / "dataset.json").read_text())
+    manifest["source"] = {"type": "music"}
+    (fake / "dataset.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="synthetic"):
+        robustness_sets(fake, tmp_path / "sets")
+
+
+def test_evidence_of_every_network_is_one_number_per_scene(tiny_world, tmp_path):
+    from dsol_lite.methods import get_method
+
+    sets = robustness_sets(tiny_world, tmp_path / "sets", ("clean", "silent"))
+    for name in METHODS:
+        cfg = PeerConfig(method=name, width=4, image_size=64, embed_dim=16)
+        model = get_method(name).build(cfg, 8).eval()
+        row = evaluate_robustness(model, tiny_world, sets, 64, CPU)
+        assert set(row) == {"clean_iou@0.5", "silent_threshold", "silent_alarm"} and 0 <= row["silent_alarm"] <= 1
