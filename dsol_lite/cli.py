@@ -187,11 +187,10 @@ def _stage_one(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from dsol_lite.comparison import compare_methods, offscreen_world, summarise, write_rows
+    from dsol_lite.comparison import compare_methods, comparison_markdown, offscreen_world, write_rows
     from dsol_lite.config import parse_device
     from dsol_lite.methods import PEER_PRESETS
     from dsol_lite.pipeline import ensure_world
-    from dsol_lite.report import markdown_table
     from dsol_lite.robustness import robustness_sets
     from dsol_lite.tuning import tuned_comparison
 
@@ -214,14 +213,7 @@ def _compare(args: argparse.Namespace) -> int:
     result = {"command": "dsol-lite " + " ".join(_argv_for_record(args)), "preset": args.preset,
               "seconds": round(seconds)} | result
     write_rows(result, out / "comparison.json")
-    columns = ["dsol_iou@0.5", "dsol_auc", "ezvsl_ciou@0.5", "centre_prior_iou@0.5", "silent_coverage",
-               "offscreen_iou@0.5"]
-    table = summarise(result["rows"])
-    print(markdown_table({m: {c: row.get(c, "") for c in columns} for m, row in table.items()}, columns))
-    if result.get("robustness"):
-        robust = summarise(result["robustness"])
-        keys = [k for k in next(iter(robust.values())) if k not in ("config", "best_val_iou@0.5", "silent_threshold")]
-        print(markdown_table({m: {c: row.get(c, "") for c in keys} for m, row in robust.items()}, keys))
+    print(comparison_markdown(result))
     print(f"{len(result['rows'])} runs in {seconds:.0f} s; everything: {out / 'comparison.json'}")
     return 0
 

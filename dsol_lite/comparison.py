@@ -156,6 +156,24 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, str]]:
     return table
 
 
+def comparison_markdown(record: dict) -> str:
+    """The Markdown table of a comparison file (``dsol-lite compare``): per method its chosen
+    configuration and, as mean ± sd over seeds, the test scores and the robustness scores."""
+    from dsol_lite.report import markdown_table
+
+    table, robust = summarise(record["rows"]), summarise(record.get("robustness") or record["rows"])
+    columns = {"dsol_iou@0.5": "solo IoU@0.5", "dsol_auc": "AUC", "noise10_iou@0.5": "IoU@0.5, noise 10 dB",
+               "offscreen_iou@0.5": "IoU@0.5, off-screen", "silent_alarm": "silent alarm"}
+    cells = {}
+    for title, row in table.items():
+        method = next(r for r in record["rows"] if get_method(r["method"]).title == title)
+        cells[title] = {"configuration": method.get("config", "preset")}
+        cells[title] |= {name: robust[title].get(key, row.get(key, "")) for key, name in columns.items()}
+    prior = float(np.mean([r["centre_prior_iou@0.5"] for r in record["rows"]]))
+    return (markdown_table(cells, ["configuration", *columns.values()]) +
+            f"\n\nCentre prior: solo IoU@0.5 {prior:.3f}. Seeds: {sorted({r['seed'] for r in record['rows']})}.")
+
+
 def write_rows(rows: list[dict], path: str | Path) -> Path:
     """The per-run rows as JSON (atomic: written to a temporary file, then renamed)."""
     return write_text(path, json.dumps(rows, indent=2, default=float))
@@ -236,5 +254,5 @@ def run_method(method: str, preset: str | None = None, world: str | Path | None 
     return run_dir
 
 
-__all__ = ["offscreen_world", "scene_maps", "evaluate_method", "compare_methods", "summarise", "write_rows",
-           "peak_places", "run_method"]
+__all__ = ["offscreen_world", "scene_maps", "evaluate_method", "compare_methods", "summarise", "comparison_markdown",
+           "write_rows", "peak_places", "run_method"]

@@ -197,8 +197,8 @@ def get_method(name: str) -> Method:
 
 
 PEER_PRESETS = {
-    # the quick world on a 2-core CPU: a narrow net on 128-px frames at lr 1e-3, 10x DSOL's (DSOL's own quick
-    # preset uses 5e-4, chosen over ten draws for DSOL alone; the peers have not been tuned that way)
+    # the quick world on a 2-core CPU: a narrow net on 128-px frames at lr 1e-3, 10x DSOL's published rate; the
+    # base of dsol-lite compare's equal-budget sweep (dsol_lite.tuning), which then sets tau and the mosaic
     # FNAC's terms at weight 1, not 100: from scratch, at 100 they collapse the visual embeddings to one vector
     # (measured: val IoU@0.5 stuck at 0.035, a constant map, from the first epoch with the terms, 3 seeds of 3;
     # weight 10: best 0.09, weight 1: best 0.13). FNAC's paper starts from ImageNet features, where the
@@ -206,9 +206,7 @@ PEER_PRESETS = {
     "quick": PeerConfig(width=16, image_size=128, epochs=8, lr=1e-3, fnac_weights=(1.0, 1.0, 1.0),
                         fnac_warmup_epochs=2, checkpoint_every=25),
     "full": PeerConfig(epochs=20, batch_size=128),  # from scratch, as DSOL's full preset (imagenet=True downloads)
-    # notebook 06 in quick mode: 5 methods x 1 seed within a few CPU minutes (equal steps for all)
-    # tau 0.2 for every contrastive loss: measured on EZ-VSL after 100 steps at this size, val IoU@0.5 0.125 with
-    # tau 0.2 but 0.0 with 0.07 and 0.03 (the papers' values suit ImageNet-initialised features and long runs)
+    # notebook 06 in quick mode: 5 methods x 1 seed within a few CPU minutes (equal steps for all), tau 0.2
     "compare-quick": PeerConfig(width=8, image_size=96, epochs=3, steps_per_epoch=60, lr=1e-3, tau=0.2,
                                 fnac_weights=(1.0, 1.0, 1.0), fnac_warmup_epochs=1, checkpoint_every=25),
 }

@@ -226,7 +226,7 @@ def test_comparison_rows_table_and_reasons(tiny_world, tmp_path):
 
     off = offscreen_world(tmp_path / "offscreen", scenes=4)
     base = dataclasses.replace(PEER_PRESETS["compare-quick"], width=8, image_size=64, epochs=1, steps_per_epoch=2,
-                               batch_size=6)
+                               batch_size=8)
     rows = compare_methods(tiny_world, tmp_path / "runs", ["ezvsl", "avgn"], [0, 1], base, torch.device("cpu"), off,
                            progress=False)
     assert [(r["method"], r["seed"]) for r in rows] == [("ezvsl", 0), ("ezvsl", 1), ("avgn", 0), ("avgn", 1)]

@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 import torch
 
+from dsol_lite.comparison import comparison_markdown
 from dsol_lite.errors import ConfigError
 from dsol_lite.methods import METHODS, PEER_PRESETS, PeerConfig
 from dsol_lite.models import BackbonePair, tile_2x2, untile_2x2
@@ -67,6 +68,9 @@ def test_tuned_comparison_records_the_sweep_and_scores_every_set(tiny_world, tmp
     assert [r["clean_iou@0.5"] for r in result["robustness"]] == [r["dsol_iou@0.5"] for r in result["rows"]]
     model_dir = tmp_path / "runs" / "ezvsl" / f"{chosen[0]['label']}-s0"
     assert (model_dir / "best.pt").exists()
+    assert result["chosen"]["ezvsl"]["label"] == chosen[0]["label"] and result["chosen"]["ezvsl"]["seed"] == 0
+    table = comparison_markdown(result)
+    assert f"| EZ-VSL | {chosen[0]['label']} |" in table and " ± " in table and "silent alarm" in table
 
 
 def test_robustness_needs_a_synthetic_world(tiny_world, tmp_path):
