@@ -45,6 +45,7 @@ from dsol_lite.distributed import (Ranks, broadcast_from_main, check_batch_size,
 from dsol_lite.errors import ConfigError, check_settings
 from dsol_lite.evaluate import validate_stage_one
 from dsol_lite.models import BackbonePair, DSOLStageOne
+from dsol_lite.models.backbones import check_mosaic
 from dsol_lite.models.dsol import StageOneOutput
 from dsol_lite.objectives import stage_one_loss
 from dsol_lite.training import (Interrupted, ResumableRun, autocast, grad_scaler, batch_order, iterate,
@@ -121,10 +122,8 @@ class StageOneConfig:
         AudioAugment(self.noise_aug, self.offscreen_aug)  # raises on a fraction outside [0, 1]
         if self.negatives not in ("one", "all"):
             raise ConfigError(f"negatives={self.negatives!r}: use 'one' (DSOL) or 'all'")
-        if self.mosaic and (self.batch_size % 4 or self.image_size % 16):
-            raise ConfigError(f"mosaic=True with batch_size={self.batch_size}, image_size={self.image_size}: the "
-                              f"frames are tiled four to a picture (a multiple of 4 per batch), and each frame "
-                              f"must fill whole cells of the 1/16 map (image_size a multiple of 16)")
+        if self.mosaic:
+            check_mosaic(self.batch_size, self.image_size)
         if not 0 <= self.mask_threshold < 1:
             raise ConfigError(f"mask_threshold={self.mask_threshold}: use a value in [0, 1)")
         if self.feature_norm not in ("mask", "grid"):

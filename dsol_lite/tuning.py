@@ -81,7 +81,7 @@ def tune_method(world, runs: str | Path, method: str, base: PeerConfig, device: 
         configs[label] = cfg
     best = max(trials, key=lambda t: t.best_val)  # max keeps the first of equals
     best.chosen = True
-    return dataclasses.replace(configs[best.label], seed=base.seed), trials
+    return configs[best.label], trials
 
 
 def tuned_comparison(world, runs: str | Path, methods: list[str], seeds: list[int], base: PeerConfig,
@@ -99,8 +99,7 @@ def tuned_comparison(world, runs: str | Path, methods: list[str], seeds: list[in
         get_method(m)  # fail before any training on a misspelt name
     sweep, chosen_settings, rows, robust = [], {}, [], []
     for method in methods:
-        chosen, trials = tune_method(world, runs, method, dataclasses.replace(base, seed=seeds[0]), device, seeds[0],
-                                     progress)
+        chosen, trials = tune_method(world, runs, method, base, device, seeds[0], progress)
         sweep += [dataclasses.asdict(t) for t in trials]
         label = next(t.label for t in trials if t.chosen)
         chosen_settings[method] = {"label": label} | dataclasses.asdict(chosen)

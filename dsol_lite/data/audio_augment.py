@@ -32,7 +32,8 @@ from dsol_lite.errors import ConfigError
 SNR_RANGE_DB = (0.0, 30.0)
 OFFSCREEN_RANGE_DB = (-6.0, 3.0)
 NOISE_ON, SNR, SLOPE, OFF_ON, OFF_LEVEL, OFF_CLIP, OFF_TIME = range(7)  # draws after the picture's
-_PHASES = DRAWS + 7  # the first draw of the noise's random phases
+AUDIO_DRAWS = OFF_TIME + 1
+_PHASES = DRAWS + AUDIO_DRAWS  # the first draw of the noise's random phases
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,8 @@ def scale_to(wave: torch.Tensor, reference: torch.Tensor, level_db: torch.Tensor
 
 
 def noise_draws(seed: int, epoch: int, index: torch.Tensor) -> torch.Tensor:
-    """The seven uniforms that drive an item's audio augmentation (``NOISE_ON`` ... ``OFF_TIME``)."""
-    return item_uniforms(seed, epoch, index, 7, first=DRAWS)
+    """The uniforms that drive an item's audio augmentation (``NOISE_ON`` ... ``OFF_TIME``)."""
+    return item_uniforms(seed, epoch, index, AUDIO_DRAWS, first=DRAWS)
 
 
 def add_noise(audio: torch.Tensor, u: torch.Tensor, prob: float, seed: int, epoch: int,

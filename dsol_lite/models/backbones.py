@@ -36,6 +36,14 @@ def untile_2x2(x: torch.Tensor) -> torch.Tensor:
     return x.view(g, c, 2, h, 2, w).permute(0, 2, 4, 1, 3, 5).reshape(4 * g, c, h, w)
 
 
+def check_mosaic(batch_size: int, image_size: int) -> None:
+    """Refuse training settings the 2x2 mosaic cannot tile (``mosaic=True`` of any trainer)."""
+    if batch_size % 4 or image_size % 16:
+        raise ConfigError(f"mosaic=True with batch_size={batch_size}, image_size={image_size}: the frames are "
+                          f"tiled four to a picture (a multiple of 4 per batch), and each frame must fill whole "
+                          f"cells of the 1/16 map (image_size a multiple of 16)")
+
+
 class ResNet18Trunk(nn.Module):
     """ResNet-18 without its classifier: ``(B, in_channels, H, W) -> (B, 8 * width, h, w)``."""
 
