@@ -4,6 +4,9 @@ evaluation (scores on noisy / off-screen sets, the silent-scene alarm)."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,10 +74,15 @@ def test_tuned_comparison_records_the_sweep_and_scores_every_set(tiny_world, tmp
     assert result["chosen"]["ezvsl"]["label"] == chosen[0]["label"] and result["chosen"]["ezvsl"]["seed"] == 0
     table = comparison_markdown(result)
     assert f"| EZ-VSL | {chosen[0]['label']} |" in table and " ± " in table and "silent alarm" in table
+    # scripts/fnac_brakes.py reads the choice back from the file, as JSON left it
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from fnac_brakes import chosen_config
+
+    label, cfg = chosen_config(json.loads(json.dumps(result)), "ezvsl")
+    assert (label, cfg) == (chosen[0]["label"], dataclasses.replace(sweep_grid("ezvsl", base)[label], seed=0))
 
 
 def test_robustness_needs_a_synthetic_world(tiny_world, tmp_path):
-    import json
     import shutil
 
     fake = tmp_path / "real"
