@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_run)
 
     c = sub.add_parser("compare", help="train and evaluate several methods over several seeds (notebook 06)")
-    c.add_argument("--preset", default="compare-quick", help="compare-quick (default) | quick | full")
+    c.add_argument("--preset", default="quick", help="quick (default) | full | compare-quick (notebook 06's live size)")
     c.add_argument("--methods", nargs="+", type=_method_name, default=["dsol", "ezvsl", "fnac", "alignment", "avgn"])
     c.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     c.add_argument("--world", help="dataset folder (default: worlds/quick, or worlds/full for --preset full)")

@@ -117,7 +117,7 @@ def robustness_figure(rows: list[dict], title: str = "") -> "plt.Figure":
         means = [np.mean([r[key] for r in rows if r["method"] == m]) for m in methods]
         right.bar(np.arange(len(methods)) + (j - 0.5) * width, means, width, label=name)
     right.set_xticks(np.arange(len(methods)), [get_method(m).title.split(" (")[0] for m in methods], rotation=20,
-                     fontsize=8)
+                     ha="right", fontsize=8)
     right.set_ylim(0, 1)
     right.legend(fontsize=8)
     fig.tight_layout()
