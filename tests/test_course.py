@@ -66,6 +66,20 @@ def test_the_readme_shows_the_same_address():
     assert course.clone_command() in readme
 
 
+def test_the_readme_comparison_is_the_stored_run():
+    """The README's method table is what ``comparison_markdown`` makes of the stored comparison file,
+    next to the command that wrote it (so the two cannot drift apart)."""
+    import json
+
+    from dsol_lite.comparison import comparison_markdown
+
+    record = json.loads((ROOT / "notebooks" / "results" / "comparison_quick.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert f"`{record['command']}`" in readme.replace("\n", " ")
+    assert comparison_markdown(record) in readme
+    assert {"sweep", "chosen", "rows", "robustness"} <= set(record), "the file records the sweep and the robustness"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_install_cell_never_reinstalls_torch(path: Path):
     nb = nbformat.read(path, as_version=4)
