@@ -31,6 +31,7 @@ import torch  # noqa: E402
 from dsol_lite.comparison import evaluate_method  # noqa: E402
 from dsol_lite.folders import write_text  # noqa: E402
 from dsol_lite.methods import PeerConfig, PeerTrainer  # noqa: E402
+from dsol_lite.training import config_from_settings  # noqa: E402
 from dsol_lite.tuning import run_folder  # noqa: E402
 
 CHANGES = {"dropout0": {"fnac_dropout": 0.0}, "terms0": {"fnac_weights": (0.0, 0.0, 0.0)}}
@@ -38,11 +39,8 @@ CHANGES = {"dropout0": {"fnac_dropout": 0.0}, "terms0": {"fnac_weights": (0.0, 0
 
 def chosen_config(record: dict, method: str) -> tuple[str, PeerConfig]:
     """The configuration ``dsol-lite compare`` chose for ``method``, as a PeerConfig."""
-    settings = dict(record["chosen"][method])
-    label = settings.pop("label")
-    fields = {f.name for f in dataclasses.fields(PeerConfig)}
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if k in fields}
-    return label, PeerConfig(**settings)
+    settings = record["chosen"][method]
+    return settings["label"], config_from_settings(PeerConfig, settings)
 
 
 if __name__ == "__main__":

@@ -166,4 +166,3 @@ def test_student_edition_never_replaces_a_folder_it_did_not_write(tmp_path: Path
     course.write_student_edition(out, ROOT)
     course.write_student_edition(out, ROOT)  # its own folder: replaced whole
     assert (out / course.STUDENT_MANIFEST).is_file()
-
