@@ -23,7 +23,7 @@ from torch import nn
 
 from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel, time_shift
-from dsol_lite.data.audio_augment import AudioAugment
+from dsol_lite.data.audio_augment import SNR_RANGE_DB, AudioAugment
 from dsol_lite.data.datasets import SoloPairs
 from dsol_lite.data.images import strong_views
 from dsol_lite.data.schema import DatasetManifest
@@ -71,6 +71,7 @@ class PeerConfig:
     avgn_weights: tuple[float, float] = (1.0, 1.0)  # token classification, class prediction
     mosaic: bool = False  # training frames seen 2 x 2 in one picture (BackbonePair.visual), for every method
     noise_aug: float = 0.0  # fraction of training clips that hear background noise (data.audio_augment)
+    noise_snr_db: tuple[float, float] = SNR_RANGE_DB  # the range its SNR is drawn from, in dB
     offscreen_aug: float = 0.0  # fraction that also hear another clip's instrument, not in view
     seed: int = 0
     checkpoint_every: int = 100
@@ -86,7 +87,7 @@ class PeerConfig:
         if any(not (isinstance(w, (int, float)) and 0 <= w < float("inf")) for w in weights):
             raise ConfigError(f"fnac_weights={self.fnac_weights}, avgn_weights={self.avgn_weights}: loss weights are "
                               f"finite numbers >= 0")
-        AudioAugment(self.noise_aug, self.offscreen_aug)  # raises on a fraction outside [0, 1]
+        AudioAugment(self.noise_aug, self.offscreen_aug, self.noise_snr_db)  # raises on impossible values
         if self.mosaic:
             check_mosaic(self.batch_size, self.image_size)
         if not 0 <= self.fnac_dropout < 1:
@@ -105,7 +106,8 @@ class PeerConfig:
         say, FNAC's weights leaves a finished DSOL run usable)."""
         others = tuple(p for m, p in _OWN_PREFIX.items() if m != self.method)
         theirs = tuple(f.name for f in dataclasses.fields(self) if f.name.startswith(others))
-        off = {"mosaic": False, "noise_aug": 0.0, "offscreen_aug": 0.0}  # runs made without these still resume
+        # runs made without these options still resume
+        off = {"mosaic": False, "noise_aug": 0.0, "offscreen_aug": 0.0, "noise_snr_db": SNR_RANGE_DB}
         return settings_fingerprint(self, _NOT_IN_FINGERPRINT + theirs, off) | {"world": world_fingerprint(world)}
 
 
@@ -225,7 +227,7 @@ class PeerTrainer(EpochRun):
         self.store = ClipStore.open(world, cfg.prepared, cfg.image_size, self.device)
         kw = {"image_size": cfg.image_size, "seed": cfg.seed, "device": self.device}
         self.train_set = SoloPairs(self.store, "train", train=True, masks=False,
-                                   audio_augment=AudioAugment(cfg.noise_aug, cfg.offscreen_aug), **kw)
+                                   audio_augment=AudioAugment(cfg.noise_aug, cfg.offscreen_aug, cfg.noise_snr_db), **kw)
         self.val_set = SoloPairs(self.store, "val", **kw)
         self.classes = self.train_set.classes
         seed_everything(cfg.seed)
@@ -241,9 +243,10 @@ class PeerTrainer(EpochRun):
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"model": self.optimizer}
 
-    def fit(self, interrupt_after: int | None = None) -> dict:
-        """Train until ``cfg.epochs`` are done (resuming if the run folder has a checkpoint)."""
-        position = self._run_epochs(interrupt_after)
+    def fit(self, interrupt_after: int | None = None, until_epoch: int | None = None) -> dict:
+        """Train until ``cfg.epochs`` are done, or only the first ``until_epoch`` of them (the same
+        steps and schedule; a later ``fit()`` goes on from there), resuming from a checkpoint."""
+        position = self._run_epochs(interrupt_after, until_epoch)
         return {"best_val_iou@0.5": self.best, **position}
 
     def _train_epoch(self) -> None:

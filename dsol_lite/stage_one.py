@@ -35,7 +35,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from dsol_lite.config import default_device
 from dsol_lite.data.audio import AudioConfig, LogMel
-from dsol_lite.data.audio_augment import AudioAugment
+from dsol_lite.data.audio_augment import SNR_RANGE_DB, AudioAugment
 from dsol_lite.data.datasets import SoloPairs
 from dsol_lite.data.schema import DatasetManifest
 from dsol_lite.data.store import ClipStore
@@ -86,6 +86,7 @@ class StageOneConfig:
     negatives: str = "one"  # "one" partner frame per audio (DSOL) or "all" other frames of the batch
     mosaic: bool = False  # training frames seen 2 x 2 in one picture, negatives beside positives (not in DSOL)
     noise_aug: float = 0.0  # fraction of training clips that hear background noise (data.audio_augment; not in DSOL)
+    noise_snr_db: tuple[float, float] = SNR_RANGE_DB  # the range its SNR is drawn from, in dB
     offscreen_aug: float = 0.0  # fraction that also hear another clip's instrument, not in view (not in DSOL)
     seed: int = 0
     checkpoint_every: int = 100  # steps
@@ -119,7 +120,7 @@ class StageOneConfig:
         if self.ema_decay and self.rounds != "best":
             raise ConfigError("ema_decay > 0 needs rounds='best': the one round then clusters the selected average; "
                               "with a round every epoch the pseudo-labels would come from the live weights")
-        AudioAugment(self.noise_aug, self.offscreen_aug)  # raises on a fraction outside [0, 1]
+        AudioAugment(self.noise_aug, self.offscreen_aug, self.noise_snr_db)  # raises on impossible values
         if self.negatives not in ("one", "all"):
             raise ConfigError(f"negatives={self.negatives!r}: use 'one' (DSOL) or 'all'")
         if self.mosaic:
@@ -165,7 +166,7 @@ class StageOneConfig:
         d = settings_fingerprint(self, _NOT_IN_FINGERPRINT, {"eval_size": None, "decay_at": 0.75, "rounds": "every",
                                                                  "ema_decay": 0.0, "mosaic": False,
                                                                  "select_from": 0.0, "noise_aug": 0.0,
-                                                                 "offscreen_aug": 0.0})
+                                                                 "offscreen_aug": 0.0, "noise_snr_db": SNR_RANGE_DB})
         return d | {"world": world_fingerprint(world)}
 
 
@@ -222,7 +223,7 @@ class StageOneTrainer(DictionaryRounds, ResumableRun):
         self.store = ClipStore.open(world, cfg.prepared, cfg.image_size, self.device)  # shared by every stage
         kw = {"seed": cfg.seed, "device": self.device}
         self.train_set = SoloPairs(self.store, "train", image_size=cfg.image_size, train=True, masks=False,
-                                   audio_augment=AudioAugment(cfg.noise_aug, cfg.offscreen_aug), **kw)
+                                   audio_augment=AudioAugment(cfg.noise_aug, cfg.offscreen_aug, cfg.noise_snr_db), **kw)
         self.feature_set = SoloPairs(self.store, "train", image_size=cfg.evaluation_size, **kw)  # no augmentation
         self.val_set = SoloPairs(self.store, "val", image_size=cfg.evaluation_size, **kw)
         self.classes = self.train_set.classes

@@ -462,12 +462,14 @@ class EpochRun(ResumableRun):
     def _validate(self) -> None:
         raise NotImplementedError
 
-    def _run_epochs(self, interrupt_after: int | None) -> dict[str, int]:
-        """Train and validate until ``cfg.epochs`` are done, resuming mid-epoch; returns the position."""
+    def _run_epochs(self, interrupt_after: int | None, until_epoch: int | None = None) -> dict[str, int]:
+        """Train and validate until ``cfg.epochs`` are done (or only the first ``until_epoch`` of them,
+        a clean stop that a later call continues), resuming mid-epoch; returns the position."""
         self._interrupt_after = interrupt_after
         p = self.progress
+        stop = self.cfg.epochs if until_epoch is None else min(until_epoch, self.cfg.epochs)  # type: ignore
         with self._writing():
-            while p.epoch < self.cfg.epochs:  # type: ignore[attr-defined]
+            while p.epoch < stop:
                 if p.phase == "train":
                     self._train_epoch()
                     self._next_phase("validate")

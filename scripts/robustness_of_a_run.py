@@ -41,7 +41,9 @@ if __name__ == "__main__":
         start = time.perf_counter()
         cfg, model, _ = load_stage_one(Path(run) / "stage_one")
         row = evaluate_robustness(model.eval(), world, sets, cfg.evaluation_size, torch.device("cpu"))
-        settings = {"noise_aug": cfg.noise_aug, "offscreen_aug": cfg.offscreen_aug, "seed": cfg.seed}
+        snr = "-" if cfg.noise_aug == 0 else "{:g}-{:g}".format(*cfg.noise_snr_db)  # dB, of the training noise
+        settings = {"noise_aug": cfg.noise_aug, "noise_snr_db": snr, "offscreen_aug": cfg.offscreen_aug,
+                    "seed": cfg.seed}
         rows.append({"run": Path(run).name} | settings | {k: round(v, 4) for k, v in row.items()})
         print(json.dumps(rows[-1]), f"({time.perf_counter() - start:.0f} s)", flush=True)
     if args.out:

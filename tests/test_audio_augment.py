@@ -28,6 +28,9 @@ def test_noise_is_added_at_the_drawn_snr_to_the_drawn_items_only():
     expected = SNR_RANGE_DB[0] + (SNR_RANGE_DB[1] - SNR_RANGE_DB[0]) * u[on, SNR]
     assert torch.allclose(snr.double(), expected, atol=1e-3)
     assert torch.equal(add_noise(audio, u, 0.0, 3, 1, index), audio)
+    narrow = add_noise(audio, u, 0.5, 3, 1, index, snr_db=(10.0, 20.0))
+    snr = 20 * torch.log10(rms(audio[on]) / rms(narrow[on] - audio[on]))[:, 0]
+    assert torch.allclose(snr.double(), 10.0 + 10.0 * u[on, SNR], atol=1e-3)
 
 
 def test_coloured_noise_has_unit_rms_and_its_slope():
@@ -78,8 +81,15 @@ def test_switches_are_checked_and_off_by_default(tiny_world):
         StageOneConfig(offscreen_aug=-0.1).validate()
     with pytest.raises(ConfigError, match="noise_prob"):
         PeerConfig(noise_aug=2.0).validate()
+    for bad in ((30.0, 10.0), (0.0, float("inf")), (5.0,)):
+        with pytest.raises(ConfigError, match="noise_snr_db"):
+            StageOneConfig(noise_aug=0.5, noise_snr_db=bad).validate()
+    with pytest.raises(ConfigError, match="noise_snr_db"):
+        PeerConfig(noise_snr_db=(20.0, 0.0)).validate()
     assert not AudioAugment().active
     # runs made before the switches existed keep their fingerprint
     for cfg in (StageOneConfig(), PEER_PRESETS["quick"]):
         assert "noise_aug" not in cfg.fingerprint(tiny_world) and "offscreen_aug" not in cfg.fingerprint(tiny_world)
         assert "noise_aug" in dataclasses.replace(cfg, noise_aug=0.5).fingerprint(tiny_world)
+        assert "noise_snr_db" not in cfg.fingerprint(tiny_world)
+        assert "noise_snr_db" in dataclasses.replace(cfg, noise_snr_db=(10.0, 30.0)).fingerprint(tiny_world)

@@ -285,6 +285,14 @@ def test_impossible_settings_are_refused_up_front(tiny_world, tmp_path, capsys, 
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("options", [["--sweep-epochs", "0"], ["--sweep-epochs", "9"],
+                                     ["--sweep-epochs", "2", "--no-tune"]])
+def test_compare_refuses_an_impossible_sweep_before_anything_runs(tmp_path, capsys, options):
+    code = main(["compare", "--runs", str(tmp_path / "r"), "--world", str(tmp_path / "w"), "--no-progress", *options])
+    assert code == 2 and f"--sweep-epochs {options[1]}: the sweep's epochs per configuration" in _error(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_tuple_settings_from_the_command_line():
     from dsol_lite.cli import _stage_settings
 

@@ -219,6 +219,13 @@ def test_peer_training_resumes_bitwise(tiny_world, tmp_path):
     resumed.fit()
     for (k, x), y in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(x, y), k
+    # a run stopped after its first epoch (a sweep's share) and continued later is the same run
+    first = PeerTrainer(tiny_world, tmp_path / "halves", cfg, cpu, progress_bar=False)
+    assert first.fit(until_epoch=1)["epochs"] == 1
+    rest = PeerTrainer(tiny_world, tmp_path / "halves", cfg, cpu, progress_bar=False)
+    assert rest.resumed and rest.fit()["epochs"] == 2 and rest.best == ref.best
+    for (k, x), y in zip(ref.model.state_dict().items(), rest.model.state_dict().values()):
+        assert torch.equal(x, y), k
 
 
 def test_comparison_rows_table_and_reasons(tiny_world, tmp_path):

@@ -16,7 +16,7 @@ from dsol_lite.errors import ConfigError
 from dsol_lite.methods import METHODS, PEER_PRESETS, PeerConfig
 from dsol_lite.models import BackbonePair, tile_2x2, untile_2x2
 from dsol_lite.robustness import evaluate_robustness, robustness_sets, silent_alarm
-from dsol_lite.tuning import PAPER_TAU, sweep_grid, tuned_comparison
+from dsol_lite.tuning import PAPER_TAU, sweep_epochs, sweep_grid, tune_method, tuned_comparison
 
 CPU = torch.device("cpu")
 
@@ -46,6 +46,23 @@ def test_the_mosaic_is_one_picture_of_four_frames_for_every_method():
         PeerConfig(mosaic=True, batch_size=6).validate()
 
 
+def test_the_sweep_trains_a_share_of_the_run_and_sees_fnac_s_terms():
+    assert sweep_epochs(PEER_PRESETS["quick"]) == 3  # 3 of 8; FNAC's terms start at epoch 2
+    assert sweep_epochs(PEER_PRESETS["full"]) == 8  # 3/8 of 20, past the warm-up of 5
+    assert sweep_epochs(PEER_PRESETS["compare-quick"]) == 2  # both epochs of a 2-epoch run
+    assert sweep_epochs(dataclasses.replace(PEER_PRESETS["quick"], fnac_warmup_epochs=6)) == 7
+    with pytest.raises(ConfigError, match="sweep epochs=9"):
+        tune_method("unused", "unused", "ezvsl", PEER_PRESETS["quick"], CPU, epochs=9)
+
+
+def test_the_choice_after_each_epoch_by_hand():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from sweep_choice_by_epoch import choices
+
+    curves = {"a": [0.1, 0.5, 0.2], "b": [0.3, 0.4, 0.6], "c": [0.3, 0.2, 0.1]}
+    assert choices(curves) == ["b", "a", "b"]  # best so far; a tie goes to the first listed
+
+
 def test_silent_alarm_by_hand():
     clean = torch.arange(1, 21, dtype=torch.float32)  # 1..20: the 5 % quantile is 1.95
     got = silent_alarm(clean, torch.tensor([0.0, 1.0, 2.0, 30.0]))
@@ -56,13 +73,19 @@ def test_silent_alarm_by_hand():
 def test_tuned_comparison_records_the_sweep_and_scores_every_set(tiny_world, tmp_path):
     sets = robustness_sets(tiny_world, tmp_path / "sets")
     assert set(sets) == {"clean", "noise20", "noise10", "noise0", "offscreen", "silent"}
-    base = dataclasses.replace(PEER_PRESETS["compare-quick"], width=8, image_size=64, epochs=1, steps_per_epoch=2,
+    base = dataclasses.replace(PEER_PRESETS["compare-quick"], width=8, image_size=64, epochs=2, steps_per_epoch=2,
                                batch_size=8)
-    result = tuned_comparison(tiny_world, tmp_path / "runs", ["ezvsl"], [0, 1], base, CPU, None, sets, False)
+    result = tuned_comparison(tiny_world, tmp_path / "runs", ["ezvsl"], [0, 1], base, CPU, None, sets, False, epochs=1)
     sweep = result["sweep"]
-    assert [t["label"] for t in sweep] == list(sweep_grid("ezvsl", base))
+    assert result["sweep_epochs"] == 1 and [t["label"] for t in sweep] == list(sweep_grid("ezvsl", base))
     chosen = [t for t in sweep if t["chosen"]]
     assert len(chosen) == 1 and chosen[0]["best_val"] == max(t["best_val"] for t in sweep)
+    for trial in sweep:  # each scored on its first epoch; only the chosen one trained on
+        folder = tmp_path / "runs" / "ezvsl" / f"{trial['label']}-s0"
+        log = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        validations = [r["val_iou@0.5"] for r in log if r["phase"] == "validate"]
+        assert trial["epochs"] == 1 and trial["best_val"] == validations[0]
+        assert len(validations) == (2 if trial["chosen"] else 1)
     assert [(r["seed"], r["config"]) for r in result["rows"]] == [(0, chosen[0]["label"]), (1, chosen[0]["label"])]
     for row in result["robustness"]:
         for key in ("clean_iou@0.5", "noise20_iou@0.5", "noise0_iou@0.5", "offscreen_iou@0.5", "silent_alarm"):

@@ -38,16 +38,23 @@ _PHASES = DRAWS + AUDIO_DRAWS  # the first draw of the noise's random phases
 
 @dataclass(frozen=True)
 class AudioAugment:
-    """Which fraction of training items hears noise and which an off-screen instrument."""
+    """Which fraction of training items hears noise (at an SNR drawn in ``snr_db``) and which an
+    off-screen instrument."""
 
     noise_prob: float = 0.0
     offscreen_prob: float = 0.0
+    snr_db: tuple[float, float] = SNR_RANGE_DB
 
     def __post_init__(self) -> None:
         for name in ("noise_prob", "offscreen_prob"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value <= 1):
                 raise ConfigError(f"{name}={value!r}: a fraction of the training items, in [0, 1]")
+        snr = self.snr_db
+        if (not isinstance(snr, (tuple, list)) or len(snr) != 2
+                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in snr) or snr[0] > snr[1]):
+            raise ConfigError(f"noise_snr_db={snr!r}: the (lowest, highest) SNR in dB of the training noise, "
+                              f"two finite numbers, lowest first")
 
     @property
     def active(self) -> bool:
@@ -82,15 +89,16 @@ def noise_draws(seed: int, epoch: int, index: torch.Tensor) -> torch.Tensor:
 
 
 def add_noise(audio: torch.Tensor, u: torch.Tensor, prob: float, seed: int, epoch: int,
-              index: torch.Tensor) -> torch.Tensor:
-    """``audio`` ``(B, T)`` with noise added to the items whose draw ``u[:, NOISE_ON]`` is below ``prob``."""
+              index: torch.Tensor, snr_db: tuple[float, float] = SNR_RANGE_DB) -> torch.Tensor:
+    """``audio`` ``(B, T)`` with noise added to the items whose draw ``u[:, NOISE_ON]`` is below
+    ``prob``, at an SNR drawn uniformly in ``snr_db``."""
     on = u[:, NOISE_ON] < prob
     if not bool(on.any()):
         return audio
     samples = audio.shape[-1]
     phases = item_uniforms(seed, epoch, index[on], samples // 2 + 1, first=_PHASES)
     noise = coloured_noise(phases, u[on, SLOPE], samples)
-    snr = SNR_RANGE_DB[0] + (SNR_RANGE_DB[1] - SNR_RANGE_DB[0]) * u[on, SNR]
+    snr = snr_db[0] + (snr_db[1] - snr_db[0]) * u[on, SNR]
     out = audio.clone()
     out[on] = audio[on] + scale_to(noise, audio[on], -snr)
     return out

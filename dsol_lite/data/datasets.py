@@ -134,7 +134,7 @@ class ClipDataset(Dataset):
             on = (u[:, OFF_ON] < aug.offscreen_prob) & (data.label[other] != data.label[rows])
             audio = add_offscreen(audio, window, on, u)
         if aug.noise_prob > 0:
-            audio = add_noise(audio, u, aug.noise_prob, self.seed, self.epoch, index)
+            audio = add_noise(audio, u, aug.noise_prob, self.seed, self.epoch, index, aug.snr_db)
         return audio
 
     def targets(self, rows: torch.Tensor, boxes: torch.Tensor, frame_wh: torch.Tensor, norm_boxes: torch.Tensor,
