@@ -16,7 +16,8 @@ Every configuration trains the first ``sweep_epochs`` epochs of its full run (``
 of them, the same steps, rates and warm-ups; a one-rung successive halving). The configuration
 with the best validation IoU@0.5 so far is chosen; its seed-0 run goes on to the last epoch, it
 is trained with the remaining seeds, and only then scored on test (``evaluate_method``). The
-others stop there: a sweep of four costs about 1.5 full runs per method instead of four.
+others stop there: tuning then adds about 1.1 full runs per method (three configurations at 3/8 of
+a run) to the three seeds' training, instead of 3 when every configuration trains to the end.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ SWEEP_FRACTION = 3 / 8
 
 
 def sweep_epochs(base: PeerConfig) -> int:
-    """How many epochs each configuration trains before the choice: ``SWEEP_FRACTION`` of the run,
-    and at least one epoch past FNAC's warm-up (so that its sweep sees its own terms)."""
+    """How many epochs each configuration trains before the choice: ``SWEEP_FRACTION`` of the run
+    rounded up, at least one epoch past FNAC's warm-up (for every method, so that the budget is the
+    same and FNAC's sweep sees its own terms), and at most the whole run."""
     return min(base.epochs, max(math.ceil(SWEEP_FRACTION * base.epochs), base.fnac_warmup_epochs + 1))
 
 
@@ -127,8 +129,10 @@ def tuned_comparison(world, runs: str | Path, methods: list[str], seeds: list[in
     where it stopped), each run scored on the test split (``comparison.evaluate_method``) and, given
     ``robustness`` (variant -> test set, ``synth.variants``), on each robustness set. Returns
     ``{"sweep_epochs": n, "sweep": [...], "chosen": {method: settings}, "rows": [...], "robustness": [...]}``
-    (one row per method and seed in ``rows`` and ``robustness``; the seconds each part took in this
-    call in ``sweep`` and ``rows``: a run reused from an earlier call costs nothing here)."""
+    (one row per method and seed in ``rows`` and ``robustness``). Seconds spent in this call: each
+    trial's ``seconds`` (its first epochs), each row's ``train_seconds`` (training to the end and
+    loading the best checkpoint; for seed 0, the epochs after the sweep) and ``score_seconds`` (the
+    test split and the robustness sets); a run reused from an earlier call costs nothing here."""
     from dsol_lite.comparison import evaluate_method
     from dsol_lite.robustness import evaluate_robustness
 
