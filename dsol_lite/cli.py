@@ -192,14 +192,15 @@ def _compare(args: argparse.Namespace) -> int:
     from dsol_lite.methods import PEER_PRESETS
     from dsol_lite.pipeline import ensure_world
     from dsol_lite.robustness import robustness_sets
-    from dsol_lite.tuning import tuned_comparison
+    from dsol_lite.tuning import check_sweep_epochs, tuned_comparison
 
     if args.preset not in PEER_PRESETS:
         raise ConfigError(f"unknown preset {args.preset!r}; choose one of {', '.join(PEER_PRESETS)}")
-    epochs = PEER_PRESETS[args.preset].epochs
-    if args.sweep_epochs is not None and (args.no_tune or not 1 <= args.sweep_epochs <= epochs):
-        raise ConfigError(f"--sweep-epochs {args.sweep_epochs}: the sweep's epochs per configuration, between 1 and "
-                          f"the preset's {epochs}, and only without --no-tune")
+    if args.sweep_epochs is not None:  # refused before any set is rendered
+        if args.no_tune:
+            raise ConfigError(f"--sweep-epochs {args.sweep_epochs}: the sweep's epochs per configuration, and "
+                              "--no-tune trains no sweep; leave one of them out")
+        check_sweep_epochs(args.sweep_epochs, PEER_PRESETS[args.preset], "--sweep-epochs")
     device = parse_device(args.device)
     world_preset = "full" if args.preset == "full" else "quick"
     world = ensure_world(Path(args.world or f"worlds/{world_preset}"), world_preset, not args.no_progress)

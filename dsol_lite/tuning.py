@@ -49,6 +49,15 @@ def sweep_epochs(base: PeerConfig) -> int:
     return min(base.epochs, max(math.ceil(SWEEP_FRACTION * base.epochs), base.fnac_warmup_epochs + 1))
 
 
+def check_sweep_epochs(epochs: int, base: PeerConfig, name: str = "sweep epochs") -> int:
+    """``epochs`` if a sweep can train that many epochs per configuration of runs like ``base``
+    (between 1 and the run's own epochs); otherwise a ``ConfigError`` naming ``name``."""
+    if not 1 <= epochs <= base.epochs:
+        raise ConfigError(f"{name} {epochs}: the sweep's epochs per configuration, between 1 and the run's "
+                          f"{base.epochs} epochs")
+    return epochs
+
+
 def sweep_grid(method: str, base: PeerConfig) -> dict[str, PeerConfig]:
     """The method's configurations by label (e.g. ``"tau0.2+mosaic"``), in a fixed order."""
     get_method(method)
@@ -103,9 +112,7 @@ def tune_method(world, runs: str | Path, method: str, base: PeerConfig, device: 
     ``method``'s grid with ``seed`` (or resume, or reuse a run that went further) and return the one
     with the best validation IoU@0.5 so far, with the record of all. Ties go to the configuration
     listed first (the paper's temperature, no mosaic)."""
-    epochs = sweep_epochs(base) if epochs is None else epochs
-    if not 1 <= epochs <= base.epochs:
-        raise ConfigError(f"sweep epochs={epochs}: between 1 and the run's {base.epochs} epochs")
+    epochs = sweep_epochs(base) if epochs is None else check_sweep_epochs(epochs, base)
     trials, configs = [], {}
     for label, cfg in sweep_grid(method, base).items():
         cfg = dataclasses.replace(cfg, seed=seed)
@@ -138,7 +145,7 @@ def tuned_comparison(world, runs: str | Path, methods: list[str], seeds: list[in
 
     for m in methods:
         get_method(m)  # fail before any training on a misspelt name
-    epochs = sweep_epochs(base) if epochs is None else epochs
+    epochs = sweep_epochs(base) if epochs is None else check_sweep_epochs(epochs, base)
     sweep, chosen_settings, rows, robust = [], {}, [], []
     for method in methods:
         chosen, trials = tune_method(world, runs, method, base, device, seeds[0], progress, epochs)
@@ -185,5 +192,6 @@ def paper_vs_tuned(method: str, tuned: dict, paper: PeerConfig | None = None) ->
     return moved
 
 
-__all__ = ["PAPER_TAU", "TEMPERATURES", "MOSAIC", "SWEEP_FRACTION", "sweep_epochs", "sweep_grid", "swept_settings",
-           "run_folder", "Trial", "best_val_within", "tune_method", "tuned_comparison", "paper_vs_tuned"]
+__all__ = ["PAPER_TAU", "TEMPERATURES", "MOSAIC", "SWEEP_FRACTION", "sweep_epochs", "check_sweep_epochs",
+           "sweep_grid", "swept_settings", "run_folder", "Trial", "best_val_within", "tune_method", "tuned_comparison",
+           "paper_vs_tuned"]

@@ -51,7 +51,7 @@ def test_the_sweep_trains_a_share_of_the_run_and_sees_fnac_s_terms():
     assert sweep_epochs(PEER_PRESETS["full"]) == 8  # 3/8 of 20, past the warm-up of 5
     assert sweep_epochs(PEER_PRESETS["compare-quick"]) == 2  # both epochs of a 2-epoch run
     assert sweep_epochs(dataclasses.replace(PEER_PRESETS["quick"], fnac_warmup_epochs=6)) == 7
-    with pytest.raises(ConfigError, match="sweep epochs=9"):
+    with pytest.raises(ConfigError, match="sweep epochs 9: the sweep.s epochs per configuration"):
         tune_method("unused", "unused", "ezvsl", PEER_PRESETS["quick"], CPU, epochs=9)
 
 
