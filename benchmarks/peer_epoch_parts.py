@@ -4,14 +4,16 @@
     python benchmarks/peer_epoch_parts.py --methods dsol alignment --epochs 2
     python benchmarks/peer_epoch_parts.py --width 64 --size 224              # DSOL's size
 
-Each method trains ``--epochs`` epochs (default 1) of the configuration its quick sweep chose in
-``notebooks/results/comparison_quick.json`` (the mosaic, tau 0.2 or DSOL's scale at 10x;
-alignment at tau 0.07) with ``PeerTrainer``, into a temporary folder, while a stopwatch times its
-parts: making the batches from the clip store, the loss (the forward pass, with anything the
-method does to its inputs: for alignment, its second, strongly augmented view of the images, also
-shown on its own), the backward pass with the optimizer step, validation (with the ``best``
-checkpoint it writes) and the other checkpoint writes. It prints each part's share of the epoch,
-side by side for the methods, so the ratios are measured on the same machine in one run.
+Each method trains ``--epochs`` epochs (default 1) of the configuration its quick sweep chose, as
+recorded in ``notebooks/results/comparison_quick.json`` (the mosaic, tau 0.2 or DSOL's scale at
+10x; alignment at tau 0.07), with FNAC's terms on from the first epoch (``fnac_warmup_epochs=0``,
+so that its row is FNAC's whole loss), with ``PeerTrainer``, into a temporary folder, while a
+stopwatch times its parts: making the batches from the clip store; the loss (log-mel features and
+the forward pass, with anything the method does to its inputs: for alignment, its second, strongly
+augmented view of the images, also shown on its own); the backward pass with the optimizer step;
+validation (with the ``best`` checkpoint it writes, as every first epoch does); the other
+checkpoint writes. It prints each part's share of the epoch, side by side for the methods, so the
+ratios are measured on the same machine in one run.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -38,16 +42,20 @@ PARTS = ("batches", "loss (forward)", "backward + optimizer", "validation", "che
 SECOND_VIEW = "of the loss: 2nd view"  # alignment's strongly augmented images, made one image at a time
 
 
+_MISSING = object()
+
+
 class Stopwatch:
-    """Seconds spent in named functions, by wrapping them for the length of a ``with`` block."""
+    """Seconds spent in named functions (module functions or instance methods), by wrapping them for
+    the length of a ``with`` block. A timed call inside another timed call counts once, as the outer."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self._depth = 0
 
-    def timed(self, part: str, fn: Callable) -> Callable:
-        def wrapper(*args, **kwargs):
-            # a part inside another (the best checkpoint written during validation) counts once, as the outer
+    def timed(self, part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             outer = self._depth == 0
             self._depth += 1
             start = time.perf_counter()
@@ -61,16 +69,18 @@ class Stopwatch:
 
     @contextlib.contextmanager
     def watching(self, targets: list[tuple[object, str, str]]) -> Iterator["Stopwatch"]:
-        """Time ``getattr(owner, name)`` as ``part`` for every ``(owner, name, part)``, then restore it."""
-        saved = [(owner, name, vars(owner).get(name)) for owner, name, _ in targets]  # None: inherited
+        """Time ``getattr(owner, name)`` as ``part`` for every ``(owner, name, part)``, then put back
+        what was there (an inherited method: nothing of the owner's own)."""
+        saved = [(owner, name, vars(owner).get(name, _MISSING), getattr(owner, name)) for owner, name, _ in targets]
         try:
-            for owner, name, part in targets:
-                setattr(owner, name, self.timed(part, getattr(owner, name)))
+            for (owner, name, _, fn), (_, _, part) in zip(saved, targets):
+                setattr(owner, name, self.timed(part, fn))
             yield self
         finally:
-            for owner, name, own in saved:
-                if own is None:
-                    delattr(owner, name)
+            for owner, name, own, _ in saved:
+                if own is _MISSING:
+                    if name in vars(owner):  # the wrapper set on the owner for an inherited method
+                        delattr(owner, name)
                 else:
                     setattr(owner, name, own)
 
@@ -104,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cpu")
     base = dataclasses.replace(PEER_PRESETS["quick"], epochs=args.epochs, width=args.width, image_size=args.size,
-                               batch_size=args.batch)
+                               batch_size=args.batch, fnac_warmup_epochs=0)
     print(f"{args.epochs} epoch(s) of each method's chosen configuration (width {args.width}, {args.size} px, "
           f"batch {args.batch}) on {args.world}, {torch.get_num_threads()} CPU threads; share of the wall time, in %:")
     print(f"{'method':<11}{'seconds':>9}" + "".join(f"{p:>22}" for p in PARTS) + f"{'the rest':>10}"

@@ -196,7 +196,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     if args.preset not in PEER_PRESETS:
         raise ConfigError(f"unknown preset {args.preset!r}; choose one of {', '.join(PEER_PRESETS)}")
-    if args.sweep_epochs is not None:  # refused before any set is rendered
+    if args.sweep_epochs is not None:  # refused before the world or any set is made
         if args.no_tune:
             raise ConfigError(f"--sweep-epochs {args.sweep_epochs}: the sweep's epochs per configuration, and "
                               "--no-tune trains no sweep; leave one of them out")
