@@ -145,7 +145,7 @@ def tuned_comparison(world, runs: str | Path, methods: list[str], seeds: list[in
 
     for m in methods:
         get_method(m)  # fail before any training on a misspelt name
-    epochs = sweep_epochs(base) if epochs is None else check_sweep_epochs(epochs, base)
+    epochs = sweep_epochs(base) if epochs is None else epochs  # tune_method checks it before any training
     sweep, chosen_settings, rows, robust = [], {}, [], []
     for method in methods:
         chosen, trials = tune_method(world, runs, method, base, device, seeds[0], progress, epochs)

@@ -53,6 +53,8 @@ def test_the_sweep_trains_a_share_of_the_run_and_sees_fnac_s_terms():
     assert sweep_epochs(dataclasses.replace(PEER_PRESETS["quick"], fnac_warmup_epochs=6)) == 7
     with pytest.raises(ConfigError, match="sweep epochs 9: the sweep.s epochs per configuration"):
         tune_method("unused", "unused", "ezvsl", PEER_PRESETS["quick"], CPU, epochs=9)
+    with pytest.raises(ConfigError, match="sweep epochs 0: the sweep.s epochs per configuration"):  # before any world
+        tuned_comparison("unused", "unused", ["ezvsl"], [0], PEER_PRESETS["quick"], CPU, epochs=0)
 
 
 def test_the_choice_after_each_epoch_by_hand():
