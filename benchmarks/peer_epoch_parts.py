@@ -5,8 +5,8 @@
     python benchmarks/peer_epoch_parts.py --width 64 --size 224              # DSOL's size
 
 Each method trains ``--epochs`` epochs (default 1) of the configuration its quick sweep chose, as
-recorded in ``notebooks/results/comparison_quick.json`` (the mosaic, tau 0.2 or DSOL's scale at
-10x; alignment at tau 0.07), with FNAC's terms on from the first epoch (``fnac_warmup_epochs=0``,
+read from ``notebooks/results/comparison_quick.json`` (there: the mosaic, tau 0.2 or DSOL's scale
+at 10x; alignment at tau 0.07), with FNAC's terms on from the first epoch (``fnac_warmup_epochs=0``,
 so that its row is FNAC's whole loss), with ``PeerTrainer``, into a temporary folder, while a
 stopwatch times its parts: making the batches from the clip store; the loss (log-mel features and
 the forward pass, with anything the method does to its inputs: for alignment, its second, strongly
@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import json
 import tempfile
 import time
 from collections import defaultdict
@@ -36,12 +37,10 @@ from dsol_lite.data.datasets import SoloPairs
 from dsol_lite.methods import PEER_PRESETS, PeerConfig, PeerTrainer
 from dsol_lite.tuning import sweep_grid
 
-CHOSEN = {"dsol": "scale-rate10x+mosaic", "ezvsl": "tau0.2+mosaic", "fnac": "tau0.2+mosaic",
-          "alignment": "tau0.07+mosaic", "avgn": "tau0.2+mosaic"}
+COMPARISON = Path(__file__).resolve().parents[1] / "notebooks" / "results" / "comparison_quick.json"
+CHOSEN = {method: chosen["label"] for method, chosen in json.loads(COMPARISON.read_text())["chosen"].items()}
 PARTS = ("batches", "loss (forward)", "backward + optimizer", "validation", "checkpoint writes")
 SECOND_VIEW = "of the loss: 2nd view"  # alignment's strongly augmented images, made one image at a time
-
-
 _MISSING = object()
 
 
